@@ -1,0 +1,164 @@
+"""The `Backend` protocol: what the search pipeline needs from a store, whichever store it is."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from connector.documents import Document, MetadataValue, Scalar
+from connector.errors import DocumentFailure, IndexMismatchError
+
+Vector = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class Range:
+    """A numeric range filter; either bound may be open."""
+
+    gte: float | None = None
+    lte: float | None = None
+
+
+# field -> a value (equality), a list of values (any of them) or a Range.
+FilterValue = Scalar | list[Scalar] | Range
+Filters = Mapping[str, FilterValue]
+
+
+@dataclass(frozen=True)
+class LegHit:
+    """One hit of one recall leg, with the leg's raw score."""
+
+    document: Document
+    score: float
+
+
+@dataclass(frozen=True)
+class IndexInfo:
+    """What an index was built with; searching it with another embedding model is refused."""
+
+    name: str
+    embedding_model: str
+    dimension: int
+    count: int
+
+
+@dataclass(frozen=True)
+class BulkReport:
+    """Outcome of a bulk write: every document is either written or listed in `failures`."""
+
+    written: int
+    failures: list[DocumentFailure] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+class Backend(Protocol):
+    """A document store with BM25 and k-NN recall under metadata filters."""
+
+    name: str
+
+    def index_info(self) -> IndexInfo | None:
+        """The index's build information, or None when it does not exist."""
+        ...
+
+    def create_index(self, embedding_model: str, dimension: int, *, recreate: bool = False) -> IndexInfo:
+        """Create the index (or check that the existing one matches the model and dimension)."""
+        ...
+
+    def bulk_index(self, documents: Sequence[Document], vectors: Vector) -> BulkReport:
+        """Insert or replace documents by id, each with its embedding (one row per document)."""
+        ...
+
+    def delete(self, ids: Sequence[str]) -> int:
+        """Remove documents by id; returns how many existed."""
+        ...
+
+    def get(self, ids: Sequence[str]) -> dict[str, Document]:
+        """The stored documents among `ids`."""
+        ...
+
+    def bm25(self, query: str, size: int, filters: Filters | None = None) -> list[LegHit]:
+        """Top `size` documents by BM25 over title and text, best first."""
+        ...
+
+    def knn(self, vector: Vector, size: int, filters: Filters | None = None) -> list[LegHit]:
+        """Top `size` documents by cosine similarity to `vector`, best first."""
+        ...
+
+
+def matches_filters(metadata: Mapping[str, MetadataValue], filters: Filters | None) -> bool:
+    """Whether a document's metadata satisfies every filter (used by the embedded backend).
+
+    Values compare as text, so `year=2021` from the command line matches a stored 2021 or "2021", as a
+    keyword field in OpenSearch would. A list-valued field matches when any of its values does.
+    """
+    if not filters:
+        return True
+    for name, wanted in filters.items():
+        stored = metadata.get(name)
+        values = stored if isinstance(stored, list) else [] if stored is None else [stored]
+        if isinstance(wanted, Range):
+            if not any(_in_range(v, wanted) for v in values):
+                return False
+            continue
+        accepted = {_canonical(w) for w in (wanted if isinstance(wanted, list) else [wanted])}
+        if not any(_canonical(v) in accepted for v in values):
+            return False
+    return True
+
+
+def _canonical(value: Scalar) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _in_range(value: Scalar, bounds: Range) -> bool:
+    if isinstance(value, bool):
+        return False
+    try:
+        number = float(value)
+    except ValueError:
+        return False
+    return (bounds.gte is None or number >= bounds.gte) and (bounds.lte is None or number <= bounds.lte)
+
+
+def parse_filter(expression: str) -> tuple[str, FilterValue]:
+    """Parse a command-line filter: `field=value`, `field=a,b` (any of) or `field=lo..hi` (range)."""
+    name, sep, raw = expression.partition("=")
+    name = name.strip()
+    if not sep or not name or not raw.strip():
+        raise ValueError(f"filter {expression!r} is not of the form field=value")
+    raw = raw.strip()
+    if ".." in raw:
+        low, _, high = raw.partition("..")
+        try:
+            return name, Range(float(low) if low else None, float(high) if high else None)
+        except ValueError as exc:
+            raise ValueError(f"range filter {expression!r} needs numbers, e.g. year=2019..2021") from exc
+    values: list[Scalar] = [v.strip() for v in raw.split(",") if v.strip()]
+    return name, values if len(values) > 1 else values[0]
+
+
+def check_index_matches(info: IndexInfo, embedding_model: str, dimension: int) -> None:
+    """Refuse an embedding model whose vectors would not be comparable with the index's."""
+    if info.dimension != dimension:
+        raise IndexMismatchError(
+            f"index {info.name!r} holds {info.dimension}-dimensional vectors from {info.embedding_model!r}, "
+            f"but EMBEDDING_MODEL {embedding_model!r} makes {dimension}-dimensional ones; "
+            "set EMBEDDING_MODEL back, or re-index with --recreate"
+        )
+    if info.embedding_model != embedding_model:
+        raise IndexMismatchError(
+            f"index {info.name!r} was built with {info.embedding_model!r}, but EMBEDDING_MODEL is "
+            f"{embedding_model!r}; its vectors are not comparable. Set EMBEDDING_MODEL back, or re-index "
+            "with --recreate"
+        )

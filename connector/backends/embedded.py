@@ -1,0 +1,262 @@
+"""The embedded backend: rank-bm25 and exact cosine over a numpy matrix, persisted under DATA_DIR.
+
+Like SQLite for a database project: no server, for a quick start and for tests. On disk an index is a folder
+
+    DATA_DIR/INDEX_NAME/CURRENT            name of the live generation folder
+    DATA_DIR/INDEX_NAME/gen-000003/        manifest.json, documents.jsonl, vectors.npy
+
+Loading reads JSON and a `.npy` array with `allow_pickle=False`, so it never executes code. Every write
+builds a new generation folder and then swaps `CURRENT` with an atomic rename, so a crash mid-write leaves
+the previous index intact: nothing is half-written.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from rank_bm25 import BM25Okapi
+
+from connector.backends.base import (
+    BulkReport,
+    Filters,
+    IndexInfo,
+    LegHit,
+    Vector,
+    check_index_matches,
+    matches_filters,
+)
+from connector.documents import Document
+from connector.errors import ConfigurationError, DocumentFailure, IndexMismatchError, IndexMissingError
+from connector.text import tokenize
+
+FORMAT_VERSION = 1
+
+
+class _LuceneBM25(BM25Okapi):  # type: ignore[misc]
+    """BM25Okapi with Lucene's idf, log(1 + (N - n + 0.5) / (n + 0.5)), which is never negative, and
+    Lucene's k1 = 1.2, so scores follow OpenSearch's more closely."""
+
+    def __init__(self, corpus: list[list[str]]) -> None:
+        super().__init__(corpus, k1=1.2, b=0.75)
+
+    def _calc_idf(self, nd: dict[str, int]) -> None:
+        self.idf = {
+            word: math.log(1.0 + (self.corpus_size - freq + 0.5) / (freq + 0.5)) for word, freq in nd.items()
+        }
+
+
+class EmbeddedBackend:
+    """An in-process index for one index name under `data_dir`."""
+
+    name = "embedded"
+
+    def __init__(self, data_dir: Path, index_name: str) -> None:
+        if not index_name or "/" in index_name or index_name.startswith("."):
+            raise ConfigurationError(f"INDEX_NAME {index_name!r} is not a valid folder name")
+        self.root = Path(data_dir) / index_name
+        self.index_name = index_name
+        self._info: IndexInfo | None = None
+        self._documents: list[Document] = []
+        self._row_of: dict[str, int] = {}
+        self._vectors: Vector = np.zeros((0, 0), dtype=np.float32)
+        self._bm25: _LuceneBM25 | None = None
+        self._load()
+
+    # --- index lifecycle -------------------------------------------------------------------------------
+
+    def index_info(self) -> IndexInfo | None:
+        return self._info
+
+    def create_index(self, embedding_model: str, dimension: int, *, recreate: bool = False) -> IndexInfo:
+        if self._info is not None and not recreate:
+            check_index_matches(self._info, embedding_model, dimension)
+            return self._info
+        if recreate and self.root.exists():
+            shutil.rmtree(self.root)
+        self._documents, self._row_of, self._bm25 = [], {}, None
+        self._vectors = np.zeros((0, dimension), dtype=np.float32)
+        self._info = IndexInfo(self.index_name, embedding_model, dimension, 0)
+        self._persist()
+        return self._info
+
+    # --- writes ----------------------------------------------------------------------------------------
+
+    def bulk_index(self, documents: Sequence[Document], vectors: Vector) -> BulkReport:
+        info = self._require_index()
+        if len(vectors) != len(documents):
+            raise ValueError(f"{len(documents)} documents but {len(vectors)} vectors")
+        failures: list[DocumentFailure] = []
+        accepted: list[tuple[Document, Vector]] = []
+        for doc, vector in zip(documents, vectors, strict=True):
+            if vector.shape != (info.dimension,):
+                failures.append(
+                    DocumentFailure(
+                        doc.id, f"vector has shape {vector.shape}, index expects ({info.dimension},)"
+                    )
+                )
+            elif not np.all(np.isfinite(vector)):
+                failures.append(DocumentFailure(doc.id, "vector has NaN or infinite values"))
+            else:
+                accepted.append((doc, vector))
+        if accepted:
+            rows = list(self._vectors)
+            for doc, vector in accepted:
+                row = self._row_of.get(doc.id)
+                if row is None:
+                    self._row_of[doc.id] = len(self._documents)
+                    self._documents.append(doc)
+                    rows.append(vector.astype(np.float32))
+                else:
+                    self._documents[row] = doc
+                    rows[row] = vector.astype(np.float32)
+            self._vectors = np.vstack(rows).astype(np.float32, copy=False)
+            self._changed()
+        return BulkReport(written=len(accepted), failures=failures)
+
+    def delete(self, ids: Sequence[str]) -> int:
+        self._require_index()
+        doomed = {self._row_of[i] for i in ids if i in self._row_of}
+        if doomed:
+            keep = [row for row in range(len(self._documents)) if row not in doomed]
+            self._documents = [self._documents[row] for row in keep]
+            self._vectors = self._vectors[keep]
+            self._row_of = {doc.id: row for row, doc in enumerate(self._documents)}
+            self._changed()
+        return len(doomed)
+
+    # --- reads -----------------------------------------------------------------------------------------
+
+    def get(self, ids: Sequence[str]) -> dict[str, Document]:
+        return {i: self._documents[self._row_of[i]] for i in ids if i in self._row_of}
+
+    def bm25(self, query: str, size: int, filters: Filters | None = None) -> list[LegHit]:
+        self._require_index()
+        terms = tokenize(query)
+        if not terms or not self._documents:
+            return []
+        if self._bm25 is None:
+            self._bm25 = _LuceneBM25([tokenize(doc.full_text) or [""] for doc in self._documents])
+        scores = np.asarray(self._bm25.get_scores(terms), dtype=np.float64)
+        scores[~self._filter_mask(filters)] = 0.0
+        return self._top(scores, size, keep=scores > 0.0)
+
+    def knn(self, vector: Vector, size: int, filters: Filters | None = None) -> list[LegHit]:
+        info = self._require_index()
+        if vector.shape != (info.dimension,):
+            raise IndexMismatchError(
+                f"query vector has dimension {vector.shape[-1]}, "
+                f"index {self.index_name!r} has {info.dimension}"
+            )
+        if not self._documents:
+            return []
+        scores = self._vectors @ vector.astype(np.float32)
+        return self._top(scores.astype(np.float64), size, keep=self._filter_mask(filters))
+
+    # --- internals -------------------------------------------------------------------------------------
+
+    def _filter_mask(self, filters: Filters | None) -> np.ndarray:
+        if not filters:
+            return np.ones(len(self._documents), dtype=bool)
+        return np.fromiter((matches_filters(d.metadata, filters) for d in self._documents), dtype=bool)
+
+    def _top(self, scores: np.ndarray, size: int, keep: np.ndarray) -> list[LegHit]:
+        candidates = np.flatnonzero(keep)
+        if size <= 0 or candidates.size == 0:
+            return []
+        if candidates.size > size:
+            part = np.argpartition(-scores[candidates], size - 1)[:size]
+            candidates = candidates[part]
+        # Best first; ties by document id, as everywhere else.
+        ordered = sorted(candidates.tolist(), key=lambda row: (-scores[row], self._documents[row].id))
+        return [LegHit(self._documents[row], float(scores[row])) for row in ordered]
+
+    def _require_index(self) -> IndexInfo:
+        if self._info is None:
+            raise IndexMissingError(
+                f"index {self.index_name!r} does not exist under {self.root.parent}; "
+                "run `hybrid-rerank index PATH` first (or check DATA_DIR and INDEX_NAME)"
+            )
+        return self._info
+
+    def _changed(self) -> None:
+        assert self._info is not None
+        self._bm25 = None
+        self._info = IndexInfo(
+            self._info.name, self._info.embedding_model, self._info.dimension, len(self._documents)
+        )
+        self._persist()
+
+    def _persist(self) -> None:
+        assert self._info is not None
+        self.root.mkdir(parents=True, exist_ok=True)
+        previous = self._current_generation()
+        number = int(previous.name.split("-")[1]) + 1 if previous else 1
+        generation = self.root / f"gen-{number:06d}"
+        if generation.exists():
+            shutil.rmtree(generation)
+        generation.mkdir()
+        with (generation / "documents.jsonl").open("w", encoding="utf-8") as handle:
+            for doc in self._documents:
+                handle.write(json.dumps(doc.to_json(), ensure_ascii=False) + "\n")
+        np.save(generation / "vectors.npy", self._vectors, allow_pickle=False)
+        manifest = {
+            "format": FORMAT_VERSION,
+            "name": self._info.name,
+            "embedding_model": self._info.embedding_model,
+            "dimension": self._info.dimension,
+            "count": len(self._documents),
+        }
+        (generation / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        pointer = self.root / "CURRENT.tmp"
+        pointer.write_text(generation.name, encoding="utf-8")
+        os.replace(pointer, self.root / "CURRENT")  # the commit point
+        for stale in self.root.glob("gen-*"):
+            if stale != generation:
+                shutil.rmtree(stale, ignore_errors=True)
+
+    def _current_generation(self) -> Path | None:
+        pointer = self.root / "CURRENT"
+        if not pointer.is_file():
+            return None
+        return self.root / pointer.read_text(encoding="utf-8").strip()
+
+    def _load(self) -> None:
+        generation = self._current_generation()
+        if generation is None:
+            return
+        try:
+            manifest = json.loads((generation / "manifest.json").read_text(encoding="utf-8"))
+            if manifest.get("format") != FORMAT_VERSION:
+                raise ValueError(f"format {manifest.get('format')!r}, this version reads {FORMAT_VERSION}")
+            with (generation / "documents.jsonl").open(encoding="utf-8") as handle:
+                documents = [_document_from_store(json.loads(line)) for line in handle]
+            vectors = np.load(generation / "vectors.npy", allow_pickle=False)
+        except (OSError, ValueError, KeyError) as exc:
+            raise IndexMismatchError(
+                f"embedded index at {generation} is unreadable ({exc}); re-create it with `index --recreate`"
+            ) from exc
+        if vectors.shape != (len(documents), manifest["dimension"]):
+            raise IndexMismatchError(
+                f"embedded index at {generation} is inconsistent: {len(documents)} documents, vectors "
+                f"{vectors.shape}; re-create it with `index --recreate`"
+            )
+        self._documents = documents
+        self._row_of = {doc.id: row for row, doc in enumerate(documents)}
+        self._vectors = vectors.astype(np.float32, copy=False)
+        self._info = IndexInfo(
+            manifest["name"], manifest["embedding_model"], manifest["dimension"], len(documents)
+        )
+
+
+def _document_from_store(record: dict[str, object]) -> Document:
+    metadata = record.get("metadata") or {}
+    assert isinstance(metadata, dict)
+    return Document(
+        id=str(record["_id"]), text=str(record["text"]), title=str(record.get("title", "")), metadata=metadata
+    )

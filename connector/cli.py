@@ -1,0 +1,187 @@
+"""The `hybrid-rerank` command line: tables for people, JSON (`--json`) for programs."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from connector.backends.base import Filters, FilterValue, parse_filter
+from connector.documents import load_documents
+from connector.errors import ConnectorError
+from connector.settings import Settings, load_settings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+out = Console()
+err = Console(stderr=True)
+
+
+def _settings() -> Settings:
+    return load_settings()
+
+
+@app.command()
+def index(
+    path: Annotated[Path, typer.Argument(help="a .jsonl or .csv file, or a BEIR folder (corpus.jsonl)")],
+    fmt: Annotated[str, typer.Option("--format", help="auto, jsonl, csv or beir")] = "auto",
+    skip_invalid: Annotated[
+        bool, typer.Option("--skip-invalid", help="index the valid records and report each bad one")
+    ] = False,
+    recreate: Annotated[bool, typer.Option("--recreate", help="drop the index first")] = False,
+    index_name: Annotated[str | None, typer.Option("--index", help="overrides INDEX_NAME")] = None,
+) -> None:
+    """Load, validate, embed and index documents."""
+    from connector.factory import make_embedder, open_backend
+    from connector.indexing import index_documents
+
+    settings = _settings()
+    if fmt not in {"auto", "jsonl", "csv", "beir"}:
+        raise typer.BadParameter(f"--format must be auto, jsonl, csv or beir, not {fmt!r}")
+    loaded = load_documents(
+        path,
+        fmt=fmt,  # type: ignore[arg-type]
+        skip_invalid=skip_invalid,
+        max_record_bytes=settings.max_record_bytes,
+    )
+    for problem in loaded.errors:
+        err.print(f"[yellow]skipped[/] {problem}", highlight=False)
+    if not loaded.documents:
+        raise ConnectorError(f"no valid documents in {loaded.source}; nothing was indexed")
+    backend = open_backend(settings, index_name)
+    embedder = make_embedder(settings)
+    err.print(f"embedding with {embedder.model_name} from {embedder.source.origin}", highlight=False)
+    with _progress() as progress:
+        task = progress.add_task("embedding", total=len(loaded.documents))
+        report = index_documents(
+            backend,
+            embedder,
+            loaded.documents,
+            recreate=recreate,
+            progress=lambda done, _total: progress.update(task, completed=done),
+        )
+    for failure in report.bulk.failures:
+        err.print(f"[red]failed[/] {failure.doc_id}: {failure.reason}", highlight=False)
+    rate = report.documents / report.embed_seconds if report.embed_seconds > 0 else float("inf")
+    out.print(
+        f"indexed {report.bulk.written} of {len(loaded.documents)} documents into {backend.name} index "
+        f"{index_name or settings.index_name!r} (embedding {report.embed_seconds:.1f}s, {rate:.1f} docs/s; "
+        f"write {report.write_seconds:.1f}s); {len(loaded.errors)} skipped, "
+        f"{len(report.bulk.failures)} failed",
+        highlight=False,
+    )
+    if report.bulk.failures:
+        raise typer.Exit(1)
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="the query text")],
+    k: Annotated[int | None, typer.Option("-k", "--top-k", help="hits to return (default TOP_K)")] = None,
+    filters: Annotated[
+        list[str] | None,
+        typer.Option("--filter", "-f", help="field=value, field=a,b (any of) or field=lo..hi; repeatable"),
+    ] = None,
+    no_rerank: Annotated[bool, typer.Option("--no-rerank", help="first-stage (fused) order only")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    index_name: Annotated[str | None, typer.Option("--index", help="overrides INDEX_NAME")] = None,
+) -> None:
+    """Hybrid recall, fusion and cross-encoder reranking for one query."""
+    from connector.factory import make_pipeline, open_backend
+
+    settings = _settings()
+    parsed: dict[str, FilterValue] = {}
+    for expression in filters or []:
+        try:
+            name, value = parse_filter(expression)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--filter") from exc
+        parsed[name] = value
+    pipeline = make_pipeline(settings, backend=open_backend(settings, index_name))
+    result = pipeline.search(query, k=k, filters=parsed or None, rerank=not no_rerank)
+    if as_json:
+        print(json.dumps(result.to_json(), ensure_ascii=False, indent=2))
+        return
+    _print_result(result, parsed)
+
+
+def _print_result(result: object, filters: Filters) -> None:
+    from connector.pipeline import SearchResult
+
+    assert isinstance(result, SearchResult)
+    table = Table(title=f"{result.query!r}" + (f"  filters {dict(filters)}" if filters else ""))
+    for column in ("#", "id", "title / text", "bm25", "vector", "fused", "rerank"):
+        table.add_column(column, overflow="fold" if column == "title / text" else "ellipsis")
+    for hit in result.hits:
+        label = hit.document.title or hit.document.text
+        table.add_row(
+            str(hit.rank),
+            hit.id,
+            label[:70] + ("…" if len(label) > 70 else ""),
+            _score(hit.bm25_score, hit.bm25_rank),
+            _score(hit.vector_score, hit.vector_rank),
+            _score(hit.fused_score, hit.fused_rank),
+            "-" if hit.rerank_score is None else f"{hit.rerank_score:.3f}",
+        )
+    out.print(table)
+    timings = "  ".join(f"{name} {ms:.1f} ms" for name, ms in result.timings_ms.items())
+    out.print(f"{len(result.hits)} hits from {result.candidates} candidates; {timings}", highlight=False)
+    if not result.reranked:
+        out.print(f"[yellow]not reranked:[/] {result.rerank_note}", highlight=False)
+
+
+def _score(score: float | None, rank: int | None) -> str:
+    return "-" if score is None else f"{score:.3f} (#{rank})"
+
+
+@app.command()
+def demo(
+    no_rerank: Annotated[bool, typer.Option("--no-rerank", help="skip the cross-encoder")] = False,
+) -> None:
+    """Index a small built-in corpus and show first-stage vs reranked results per query (offline)."""
+    from connector.demo import run_demo
+
+    run_demo(_settings(), out, rerank=not no_rerank)
+
+
+@app.command()
+def info() -> None:
+    """The configuration in effect (secrets hidden) and the index, if it exists."""
+    from connector.factory import open_backend
+
+    settings = _settings()
+    for name, value in settings.describe().items():
+        out.print(f"{name:20} {value}", highlight=False)
+    index_info = open_backend(settings).index_info()
+    if index_info is None:
+        out.print(f"{'index status':20} missing (run `hybrid-rerank index PATH`)", highlight=False)
+    else:
+        out.print(
+            f"{'index status':20} {index_info.count} documents, {index_info.embedding_model} "
+            f"({index_info.dimension} dims)",
+            highlight=False,
+        )
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=False,
+    )
+
+
+def main() -> None:
+    try:
+        app()
+    except ConnectorError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(2)

@@ -1,0 +1,140 @@
+"""`hybrid-rerank demo`: index the built-in corpus, then show first-stage and reranked top-5 per query."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from importlib import resources
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from connector.documents import load_documents
+from connector.errors import ModelLoadError
+from connector.factory import make_embedder, make_pipeline, make_scorer, open_backend
+from connector.indexing import index_documents
+from connector.metrics import ndcg_at_k
+from connector.rerank import InProcessReranker, Reranker
+from connector.settings import Settings
+
+DEMO_INDEX = "demo"
+SHOWN = 5
+
+
+def demo_data_dir() -> Path:
+    return Path(str(resources.files("connector") / "demo_data"))
+
+
+def load_queries(folder: Path) -> tuple[dict[str, str], dict[str, dict[str, int]]]:
+    queries = {}
+    with (folder / "queries.jsonl").open(encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                record = json.loads(line)
+                queries[str(record["_id"])] = str(record["text"])
+    qrels: dict[str, dict[str, int]] = {}
+    with (folder / "qrels" / "test.tsv").open(encoding="utf-8") as handle:
+        for row in csv.DictReader(handle, delimiter="\t"):
+            qrels.setdefault(row["query-id"], {})[row["corpus-id"]] = int(row["score"])
+    return queries, qrels
+
+
+def run_demo(settings: Settings, console: Console, *, rerank: bool = True) -> None:
+    # The demo promises to run offline: never wait on a model hub that cannot be reached.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    folder = demo_data_dir()
+    documents = load_documents(folder).documents
+    queries, qrels = load_queries(folder)
+
+    embedder = make_embedder(settings)
+    console.print(
+        f"[bold]Embedding model:[/] {embedder.model_name} — {embedder.source.origin}", highlight=False
+    )
+    reranker = _reranker(settings, console) if rerank else None
+
+    backend = open_backend(settings, DEMO_INDEX)
+    console.print(
+        f"[bold]Indexing[/] {len(documents)} demo documents into {backend.name} index {DEMO_INDEX!r}"
+    )
+    with Progress(
+        TextColumn("embedding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console
+    ) as progress:
+        task = progress.add_task("embedding", total=len(documents))
+        report = index_documents(
+            backend,
+            embedder,
+            documents,
+            recreate=True,
+            progress=lambda done, _total: progress.update(task, completed=done),
+        )
+    console.print(
+        f"indexed {report.bulk.written} documents in {report.embed_seconds + report.write_seconds:.1f}s "
+        f"({report.documents / max(report.embed_seconds, 1e-9):.0f} docs/s embedding)"
+    )
+
+    pipeline = make_pipeline(settings, backend=backend, embedder=embedder, reranker=reranker)
+    depth = max(SHOWN, pipeline.options.rerank_depth)
+    first_scores, final_scores, rerank_ms = [], [], []
+    started = time.perf_counter()
+    for query_id, text in queries.items():
+        relevant = qrels.get(query_id, {})
+        result = pipeline.search(text, k=depth, rerank=reranker is not None)
+        first_stage = [h.id for h in sorted(result.hits, key=lambda h: h.fused_rank)]
+        final = [h.id for h in result.hits]
+        first_scores.append(ndcg_at_k(first_stage, relevant, SHOWN))
+        final_scores.append(ndcg_at_k(final, relevant, SHOWN))
+        rerank_ms.append(result.timings_ms.get("rerank", 0.0))
+        table = Table(title=f"{query_id}: {text}", title_justify="left", show_lines=False)
+        table.add_column("#")
+        table.add_column("first stage (hybrid " + pipeline.options.fusion + ")")
+        table.add_column("reranked" if result.reranked else "reranked (off)")
+        for position in range(SHOWN):
+            table.add_row(
+                str(position + 1),
+                _label(first_stage, position, relevant),
+                _label(final, position, relevant) if result.reranked else "",
+            )
+        console.print(table)
+    elapsed = time.perf_counter() - started
+
+    n = len(queries)
+    console.print(f"\n[bold]{n} queries[/] in {elapsed:.1f}s; ✓ marks a document judged relevant")
+    console.print(f"nDCG@{SHOWN} first stage: {sum(first_scores) / n:.3f}", highlight=False)
+    if reranker is not None:
+        console.print(
+            f"nDCG@{SHOWN} reranked:    {sum(final_scores) / n:.3f}  "
+            f"(rerank {sum(rerank_ms) / n:.0f} ms per query for the top {pipeline.options.rerank_depth})",
+            highlight=False,
+        )
+
+
+def _reranker(settings: Settings, console: Console) -> Reranker | None:
+    scorer = make_scorer(settings)
+    if scorer is None:
+        console.print("[yellow]Reranker:[/] off (RERANK_MODEL=none); showing the first stage only")
+        return None
+    try:
+        scorer.load()
+    except ModelLoadError as exc:
+        console.print(f"[yellow]Reranker:[/] not available — {exc}", highlight=False)
+        console.print(
+            "[yellow]To rerank, point RERANK_MODEL at a local cross-encoder folder, e.g.[/]\n"
+            "  RERANK_MODEL=/models/ms-marco-MiniLM-L-6-v2 hybrid-rerank demo\n"
+            "(on a machine with network access, `RERANK_MODEL=cross-encoder/ms-marco-MiniLM-L-6-v2 "
+            "HF_HUB_OFFLINE=0` downloads one). Showing the first stage only.",
+            highlight=False,
+        )
+        return None
+    console.print(f"[bold]Reranker:[/] {scorer.description}", highlight=False)
+    return InProcessReranker(scorer)
+
+
+def _label(ranking: list[str], position: int, relevant: dict[str, int]) -> str:
+    if position >= len(ranking):
+        return ""
+    doc_id = ranking[position]
+    return f"{'✓ ' if relevant.get(doc_id, 0) > 0 else '  '}{doc_id}"

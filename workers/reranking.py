@@ -1,0 +1,171 @@
+"""The reranking core, free of Celery: a cross-encoder reads query and document together and scores them.
+
+Long documents are split into overlapping passages that each fit the model's window beside the query, and a
+document is scored by its best passage (MaxP, Dai & Callan 2019), so relevant text past the first few hundred
+tokens is not cut away. The model loads once per scorer and is reused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from connector.errors import ModelLoadError
+from connector.models import ModelSource, resolve_model
+
+ScorerBackend = Literal["torch", "onnx"]
+SUPPORTED_BACKENDS: tuple[str, ...] = ("torch", "onnx")
+
+# The query keeps at most this share of the window; the document gets the rest.
+MAX_QUERY_SHARE = 0.5
+# Consecutive passages overlap by this share of a passage, so no sentence is cut at every boundary.
+PASSAGE_OVERLAP = 0.25
+
+
+@dataclass(frozen=True)
+class Candidate:
+    id: str
+    text: str
+
+
+@dataclass(frozen=True)
+class ScoredCandidate:
+    id: str
+    score: float
+
+
+class CrossEncoderScorer:
+    """Scores (query, document) pairs with a sentence-transformers `CrossEncoder`."""
+
+    def __init__(
+        self,
+        model_name: str,
+        *,
+        max_length: int = 256,
+        batch_size: int = 16,
+        device: str | None = None,
+        backend: ScorerBackend = "torch",
+        max_passages: int = 4,
+        trust_remote_code: bool = False,
+    ) -> None:
+        if backend not in SUPPORTED_BACKENDS:
+            raise ModelLoadError(
+                f"unknown rerank backend {backend!r}: use one of {', '.join(SUPPORTED_BACKENDS)}"
+            )
+        if max_passages < 1:
+            raise ValueError("max_passages must be at least 1")
+        self.model_name = model_name
+        self.source: ModelSource = resolve_model(model_name)
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.device = device
+        self.backend = backend
+        self.max_passages = max_passages
+        self.trust_remote_code = trust_remote_code
+        self._model: Any = None
+
+    @property
+    def description(self) -> str:
+        return f"{self.model_name} ({self.source.origin}; {self.backend}, max_length {self.max_length})"
+
+    def load(self) -> Any:
+        """Load the model now (idempotent); raises ModelLoadError with what to do when it cannot."""
+        if self._model is None:
+            try:
+                from sentence_transformers import CrossEncoder
+
+                from connector.embedder import quiet_transformers
+
+                quiet_transformers()
+                self._model = CrossEncoder(
+                    self.source.location,
+                    max_length=self.max_length,
+                    device=self.device,
+                    backend=self.backend,
+                    trust_remote_code=self.trust_remote_code,
+                )
+            except Exception as exc:  # any loader failure becomes one actionable error
+                hint = (
+                    " The onnx backend of sentence-transformers needs `optimum[onnxruntime]`."
+                    if self.backend == "onnx"
+                    else ""
+                )
+                raise ModelLoadError(
+                    f"could not load rerank model {self.model_name!r} from {self.source.origin}: "
+                    f"{type(exc).__name__}: {exc}.{hint} Set RERANK_MODEL to a local cross-encoder folder "
+                    "(e.g. one saved by `CrossEncoder.save_pretrained`), or to a hub id already in the local "
+                    "cache, or set RERANK_MODEL=none to turn reranking off."
+                ) from exc
+        return self._model
+
+    def passages(self, query: str, text: str) -> list[str]:
+        """`text` cut into passages that fit the window beside `query` (the whole text when it fits)."""
+        tokenizer = self.load().tokenizer
+        window = self.max_length - tokenizer.num_special_tokens_to_add(pair=True)
+        query_tokens = len(tokenizer(query, add_special_tokens=False, verbose=False)["input_ids"])
+        budget = max(window - min(query_tokens, int(window * MAX_QUERY_SHARE)), 1)
+        offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)[
+            "offset_mapping"
+        ]
+        if len(offsets) <= budget:
+            return [text]
+        step = max(int(budget * (1 - PASSAGE_OVERLAP)), 1)
+        pieces: list[str] = []
+        for start in range(0, len(offsets), step):
+            end = min(start + budget, len(offsets))
+            pieces.append(text[offsets[start][0] : offsets[end - 1][1]])
+            if end == len(offsets) or len(pieces) == self.max_passages:
+                break
+        return pieces
+
+    def score(self, query: str, candidates: Sequence[Candidate]) -> list[ScoredCandidate]:
+        """One score per candidate, in the input order; higher is more relevant."""
+        if not candidates:
+            return []
+        model = self.load()
+        pairs: list[tuple[str, str]] = []
+        owners: list[int] = []
+        for index, candidate in enumerate(candidates):
+            for passage in self.passages(query, candidate.text):
+                pairs.append((query, passage))
+                owners.append(index)
+        raw = model.predict(pairs, batch_size=self.batch_size, show_progress_bar=False, convert_to_numpy=True)
+        best: list[float] = [float("-inf")] * len(candidates)
+        for owner, value in zip(owners, raw.reshape(len(pairs), -1)[:, 0].tolist(), strict=True):
+            best[owner] = max(best[owner], float(value))
+        return [ScoredCandidate(c.id, s) for c, s in zip(candidates, best, strict=True)]
+
+
+class RerankInputError(ValueError):
+    """A rerank request that does not have the documented shape."""
+
+
+def parse_request(payload: object) -> tuple[str, list[Candidate]]:
+    """Validate the plain-JSON request a worker receives: {"query": str, "candidates": [{"id", "text"}]}."""
+    if not isinstance(payload, dict):
+        raise RerankInputError(f"request must be an object, got {type(payload).__name__}")
+    query = payload.get("query")
+    if not isinstance(query, str) or not query.strip():
+        raise RerankInputError("'query' must be a non-empty string")
+    raw = payload.get("candidates")
+    if not isinstance(raw, list):
+        raise RerankInputError("'candidates' must be a list")
+    candidates: list[Candidate] = []
+    for position, item in enumerate(raw):
+        if not isinstance(item, dict):
+            raise RerankInputError(f"candidate {position} must be an object")
+        doc_id, text = item.get("id"), item.get("text")
+        if not isinstance(doc_id, str) or not doc_id:
+            raise RerankInputError(f"candidate {position}: 'id' must be a non-empty string")
+        if not isinstance(text, str):
+            raise RerankInputError(f"candidate {position} ({doc_id}): 'text' must be a string")
+        candidates.append(Candidate(doc_id, text))
+    return query, candidates
+
+
+def rerank_request(scorer: CrossEncoderScorer, payload: object) -> dict[str, Any]:
+    """The whole job of a rerank worker on one request, as plain JSON in and out."""
+    query, candidates = parse_request(payload)
+    scored = scorer.score(query, candidates)
+    return {"model": scorer.model_name, "scores": [{"id": s.id, "score": s.score} for s in scored]}
