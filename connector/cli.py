@@ -9,12 +9,12 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from connector.backends.base import Filters, FilterValue, parse_filter
 from connector.documents import load_documents
 from connector.errors import ConnectorError
+from connector.progress import progress_bar
 from connector.settings import Settings, load_settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -56,15 +56,8 @@ def index(
     backend = open_backend(settings, index_name)
     embedder = make_embedder(settings)
     err.print(f"embedding with {embedder.model_name} from {embedder.source.origin}", highlight=False)
-    with _progress() as progress:
-        task = progress.add_task("embedding", total=len(loaded.documents))
-        report = index_documents(
-            backend,
-            embedder,
-            loaded.documents,
-            recreate=recreate,
-            progress=lambda done, _total: progress.update(task, completed=done),
-        )
+    with progress_bar(err, "embedding", len(loaded.documents)) as update:
+        report = index_documents(backend, embedder, loaded.documents, recreate=recreate, progress=update)
     for failure in report.bulk.failures:
         err.print(f"[red]failed[/] {failure.doc_id}: {failure.reason}", highlight=False)
     rate = report.documents / report.embed_seconds if report.embed_seconds > 0 else float("inf")
@@ -166,17 +159,6 @@ def info() -> None:
             f"({index_info.dimension} dims)",
             highlight=False,
         )
-
-
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=err,
-        transient=False,
-    )
 
 
 def main() -> None:

@@ -10,7 +10,6 @@ from importlib import resources
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from connector.documents import load_documents
@@ -18,6 +17,7 @@ from connector.errors import ModelLoadError
 from connector.factory import make_embedder, make_pipeline, make_scorer, open_backend
 from connector.indexing import index_documents
 from connector.metrics import ndcg_at_k
+from connector.progress import progress_bar
 from connector.rerank import InProcessReranker, Reranker
 from connector.settings import Settings
 
@@ -60,17 +60,8 @@ def run_demo(settings: Settings, console: Console, *, rerank: bool = True) -> No
     console.print(
         f"[bold]Indexing[/] {len(documents)} demo documents into {backend.name} index {DEMO_INDEX!r}"
     )
-    with Progress(
-        TextColumn("embedding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console
-    ) as progress:
-        task = progress.add_task("embedding", total=len(documents))
-        report = index_documents(
-            backend,
-            embedder,
-            documents,
-            recreate=True,
-            progress=lambda done, _total: progress.update(task, completed=done),
-        )
+    with progress_bar(console, "embedding", len(documents)) as update:
+        report = index_documents(backend, embedder, documents, recreate=True, progress=update)
     console.print(
         f"indexed {report.bulk.written} documents in {report.embed_seconds + report.write_seconds:.1f}s "
         f"({report.documents / max(report.embed_seconds, 1e-9):.0f} docs/s embedding)"
@@ -88,16 +79,17 @@ def run_demo(settings: Settings, console: Console, *, rerank: bool = True) -> No
         first_scores.append(ndcg_at_k(first_stage, relevant, SHOWN))
         final_scores.append(ndcg_at_k(final, relevant, SHOWN))
         rerank_ms.append(result.timings_ms.get("rerank", 0.0))
-        table = Table(title=f"{query_id}: {text}", title_justify="left", show_lines=False)
+        titles = {h.id: h.document.title for h in result.hits}
+        table = Table(title=f"{query_id}: {text}", title_justify="left")
         table.add_column("#")
-        table.add_column("first stage (hybrid " + pipeline.options.fusion + ")")
-        table.add_column("reranked" if result.reranked else "reranked (off)")
-        for position in range(SHOWN):
-            table.add_row(
-                str(position + 1),
-                _label(first_stage, position, relevant),
-                _label(final, position, relevant) if result.reranked else "",
-            )
+        table.add_column(f"first stage (hybrid {pipeline.options.fusion})", no_wrap=True, max_width=38)
+        if result.reranked:
+            table.add_column("reranked (cross-encoder)", no_wrap=True, max_width=38)
+        for position in range(min(SHOWN, len(first_stage))):
+            row = [str(position + 1), _label(first_stage[position], relevant, titles)]
+            if result.reranked:
+                row.append(_label(final[position], relevant, titles))
+            table.add_row(*row)
         console.print(table)
     elapsed = time.perf_counter() - started
 
@@ -120,12 +112,13 @@ def _reranker(settings: Settings, console: Console) -> Reranker | None:
     try:
         scorer.load()
     except ModelLoadError as exc:
-        console.print(f"[yellow]Reranker:[/] not available — {exc}", highlight=False)
+        console.print(f"[yellow]Reranker: not available[/] — {exc}", highlight=False)
         console.print(
-            "[yellow]To rerank, point RERANK_MODEL at a local cross-encoder folder, e.g.[/]\n"
+            "[yellow]To rerank, point RERANK_MODEL at a local cross-encoder folder[/], e.g.\n"
             "  RERANK_MODEL=/models/ms-marco-MiniLM-L-6-v2 hybrid-rerank demo\n"
-            "(on a machine with network access, `RERANK_MODEL=cross-encoder/ms-marco-MiniLM-L-6-v2 "
-            "HF_HUB_OFFLINE=0` downloads one). Showing the first stage only.",
+            "or, on a machine with network access, let it download one:\n"
+            "  HF_HUB_OFFLINE=0 RERANK_MODEL=cross-encoder/ms-marco-MiniLM-L-6-v2 hybrid-rerank demo\n"
+            "Showing the first stage only.",
             highlight=False,
         )
         return None
@@ -133,8 +126,6 @@ def _reranker(settings: Settings, console: Console) -> Reranker | None:
     return InProcessReranker(scorer)
 
 
-def _label(ranking: list[str], position: int, relevant: dict[str, int]) -> str:
-    if position >= len(ranking):
-        return ""
-    doc_id = ranking[position]
-    return f"{'✓ ' if relevant.get(doc_id, 0) > 0 else '  '}{doc_id}"
+def _label(doc_id: str, relevant: dict[str, int], titles: dict[str, str]) -> str:
+    mark = "✓" if relevant.get(doc_id, 0) > 0 else " "
+    return f"{mark} {doc_id} {titles.get(doc_id, '')}"

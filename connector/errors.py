@@ -6,6 +6,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 
+def describe_exception(exc: BaseException) -> str:
+    """`Type: first line of the message`: enough to act on, without a library's multi-line essay."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
 class ConnectorError(Exception):
     """Base class: catch this to handle any expected failure of the connector."""
 

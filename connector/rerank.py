@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from connector.errors import ModelLoadError
+from connector.errors import ModelLoadError, describe_exception
 from workers.reranking import Candidate, CrossEncoderScorer
 
 
@@ -47,5 +47,5 @@ class InProcessReranker:
         try:
             scored = self.scorer.score(query, candidates)
         except Exception as exc:  # a failed stage degrades visibly instead of failing the search
-            return RerankOutcome.failed(f"reranking failed: {type(exc).__name__}: {exc}")
+            return RerankOutcome.failed(f"reranking failed: {describe_exception(exc)}")
         return RerankOutcome({s.id: s.score for s in scored})

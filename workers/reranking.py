@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from connector.errors import ModelLoadError
+from connector.errors import ModelLoadError, describe_exception
 from connector.models import ModelSource, resolve_model
 
 ScorerBackend = Literal["torch", "onnx"]
@@ -93,7 +93,7 @@ class CrossEncoderScorer:
                 )
                 raise ModelLoadError(
                     f"could not load rerank model {self.model_name!r} from {self.source.origin}: "
-                    f"{type(exc).__name__}: {exc}.{hint} Set RERANK_MODEL to a local cross-encoder folder "
+                    f"{describe_exception(exc)}.{hint} Set RERANK_MODEL to a local cross-encoder folder "
                     "(e.g. one saved by `CrossEncoder.save_pretrained`), or to a hub id already in the local "
                     "cache, or set RERANK_MODEL=none to turn reranking off."
                 ) from exc

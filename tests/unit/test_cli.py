@@ -1,0 +1,142 @@
+"""The command line, in-process through typer's runner, and once through the installed console script."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from connector.cli import app
+from connector.errors import IndexMissingError, InvalidDocumentsError
+
+runner = CliRunner()
+
+RECORDS = [
+    {
+        "_id": "moon",
+        "title": "Lunar phases",
+        "text": "The moon shows phases as sunlight hits it.",
+        "metadata": {"topic": "astronomy", "year": 2020},
+    },
+    {
+        "_id": "steak",
+        "title": "Resting meat",
+        "text": "Rest a grilled steak for five minutes.",
+        "metadata": {"topic": "cooking", "year": 2021},
+    },
+    {
+        "_id": "bread",
+        "title": "Baking",
+        "text": "Bread dough rises as yeast ferments.",
+        "metadata": {"topic": "cooking", "year": 2019},
+    },
+]
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_cross_encoder_dir: Path) -> Path:
+    monkeypatch.chdir(tmp_path)  # no stray .env is read
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("RERANK_MODEL", str(tiny_cross_encoder_dir))
+    monkeypatch.setenv("RERANK_MAX_LENGTH", "64")
+    monkeypatch.setenv("RERANK_DEPTH", "2")
+    for name in ("OPENSEARCH_URL", "REDIS_URL", "INDEX_NAME"):
+        monkeypatch.delenv(name, raising=False)
+    return tmp_path
+
+
+def corpus(folder: Path, lines: list[str] | None = None) -> Path:
+    path = folder / "docs.jsonl"
+    path.write_text("\n".join(lines or [json.dumps(r) for r in RECORDS]) + "\n", encoding="utf-8")
+    return path
+
+
+def test_index_then_search_as_json(env: Path) -> None:
+    indexed = runner.invoke(app, ["index", str(corpus(env))])
+    assert indexed.exit_code == 0, indexed.output
+    assert "indexed 3 of 3 documents" in indexed.output
+
+    found = runner.invoke(app, ["search", "how long to rest a steak", "--json", "-k", "2"])
+    assert found.exit_code == 0, found.output
+    result = json.loads(found.stdout)
+    assert result["reranked"] is True
+    assert len(result["hits"]) == 2
+    assert set(result["hits"][0]["scores"]) == {"bm25", "vector", "fused", "rerank"}
+    assert {"bm25", "knn", "fusion", "rerank", "total"} <= set(result["timings_ms"])
+
+
+def test_search_filters_and_no_rerank(env: Path) -> None:
+    runner.invoke(app, ["index", str(corpus(env))])
+    found = runner.invoke(
+        app,
+        [
+            "search",
+            "food",
+            "--json",
+            "--filter",
+            "topic=cooking",
+            "--filter",
+            "year=2020..2021",
+            "--no-rerank",
+        ],
+    )
+    result = json.loads(found.stdout)
+    assert [h["id"] for h in result["hits"]] == ["steak"]
+    assert result["reranked"] is False and result["hits"][0]["scores"]["rerank"] is None
+
+
+def test_search_table_for_people(env: Path) -> None:
+    runner.invoke(app, ["index", str(corpus(env))])
+    shown = runner.invoke(app, ["search", "moon"])
+    assert shown.exit_code == 0
+    assert "Lunar phases" in shown.output and "rerank" in shown.output and "total" in shown.output
+
+
+def test_bad_record_aborts_and_nothing_is_indexed(env: Path) -> None:
+    lines = [json.dumps(RECORDS[0]), '{"_id": "broken", "text": ', json.dumps(RECORDS[1])]
+    failed = runner.invoke(app, ["index", str(corpus(env, lines))])
+    assert isinstance(failed.exception, InvalidDocumentsError)
+    assert "line 2" in str(failed.exception)
+    missing = runner.invoke(app, ["search", "moon"])
+    assert isinstance(missing.exception, IndexMissingError)
+
+
+def test_skip_invalid_reports_each_bad_record(env: Path) -> None:
+    lines = [json.dumps(RECORDS[0]), '{"_id": "broken", "text": ', json.dumps(RECORDS[1]), '{"_id": "x"}']
+    done = runner.invoke(app, ["index", str(corpus(env, lines)), "--skip-invalid"])
+    assert done.exit_code == 0, done.output
+    assert "line 2" in done.output and "line 4" in done.output
+    assert "indexed 2 of 2 documents" in done.output and "2 skipped" in done.output
+
+
+def test_bad_filter_is_a_usage_error(env: Path) -> None:
+    runner.invoke(app, ["index", str(corpus(env))])
+    bad = runner.invoke(app, ["search", "moon", "--filter", "novalue"])
+    assert bad.exit_code == 2
+    assert "field=value" in bad.output
+
+
+def test_info_hides_secrets(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIS_URL", "redis://:topsecret@127.0.0.1:6379/0")
+    shown = runner.invoke(app, ["info"])
+    assert shown.exit_code == 0
+    assert "topsecret" not in shown.output and "***" in shown.output and "missing" in shown.output
+
+
+def test_console_script_turns_errors_into_a_message_and_exit_code_2(env: Path) -> None:
+    process = subprocess.run(
+        [sys.executable, "-c", "from connector.cli import main; main()", "search", "moon"],
+        capture_output=True,
+        text=True,
+        env={**os.environ},
+        timeout=300,
+        check=False,
+    )
+    assert process.returncode == 2
+    assert "error:" in process.stderr and "hybrid-rerank index" in process.stderr
+    assert "Traceback" not in process.stderr

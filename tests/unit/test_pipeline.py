@@ -1,0 +1,141 @@
+"""The search pipeline on the embedded backend with the real MiniLM bi-encoder and a tiny cross-encoder."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from connector.backends.embedded import EmbeddedBackend
+from connector.documents import Document
+from connector.embedder import Embedder
+from connector.errors import IndexMismatchError, IndexMissingError, InvalidQueryError
+from connector.indexing import index_documents
+from connector.pipeline import SearchOptions, SearchPipeline
+from connector.rerank import InProcessReranker, RerankOutcome
+from workers.reranking import Candidate, CrossEncoderScorer
+
+DOCS = [
+    Document(
+        "moon",
+        "The moon shows phases because sunlight hits it from changing angles.",
+        "Lunar phases",
+        {"topic": "astronomy"},
+    ),
+    Document(
+        "eclipse",
+        "A lunar eclipse happens when the earth's shadow falls on the moon.",
+        "Eclipse",
+        {"topic": "astronomy"},
+    ),
+    Document(
+        "steak",
+        "Rest a grilled steak for five minutes so the juices settle.",
+        "Resting meat",
+        {"topic": "cooking"},
+    ),
+    Document("bread", "Bread dough rises as yeast ferments sugar into gas.", "Baking", {"topic": "cooking"}),
+    Document(
+        "db",
+        "Databases write a log before changing data so a crash loses nothing.",
+        "WAL",
+        {"topic": "programming"},
+    ),
+]
+
+
+class ReverseReranker:
+    """A reranker with a known answer: scores documents by reverse id order."""
+
+    description = "reverse"
+
+    def rerank(self, query: str, candidates: Sequence[Candidate]) -> RerankOutcome:
+        ordered = sorted((c.id for c in candidates), reverse=True)
+        return RerankOutcome({doc_id: float(len(ordered) - i) for i, doc_id in enumerate(ordered)})
+
+
+@pytest.fixture
+def backend(tmp_path: Path, embedder: Embedder) -> EmbeddedBackend:
+    store = EmbeddedBackend(tmp_path, "pipeline")
+    report = index_documents(store, embedder, DOCS)
+    assert report.bulk.ok and report.bulk.written == len(DOCS)
+    return store
+
+
+def make(
+    backend: EmbeddedBackend, embedder: Embedder, reranker: object = None, **options: object
+) -> SearchPipeline:
+    return SearchPipeline(backend, embedder, reranker, SearchOptions(**options))  # type: ignore[arg-type]
+
+
+def test_every_hit_carries_every_stage_score(
+    backend: EmbeddedBackend, embedder: Embedder, tiny_cross_encoder_dir: Path
+) -> None:
+    scorer = CrossEncoderScorer(str(tiny_cross_encoder_dir), max_length=64)
+    result = make(backend, embedder, InProcessReranker(scorer), rerank_depth=3).search("moon phases", k=5)
+    assert result.reranked and result.rerank_note is None
+    assert set(result.timings_ms) == {"bm25", "embed_query", "knn", "fusion", "rerank", "total"}
+    head, tail = result.hits[:3], result.hits[3:]
+    assert all(h.rerank_score is not None for h in head)
+    assert [h.rerank_score for h in head] == sorted((h.rerank_score for h in head), reverse=True)  # type: ignore[type-var]
+    assert all(h.rerank_score is None for h in tail)
+    assert {h.fused_rank for h in head} == {1, 2, 3}  # the top-M of the first stage were reranked
+    moon = next(h for h in result.hits if h.id == "moon")
+    assert moon.bm25_score is not None and moon.vector_score is not None and moon.bm25_rank == 1
+
+
+def test_rerank_reorders_only_the_top_m(backend: EmbeddedBackend, embedder: Embedder) -> None:
+    pipeline = make(backend, embedder, ReverseReranker(), rerank_depth=3)
+    first_stage = pipeline.search("moon phases", k=5, rerank=False)
+    reranked = pipeline.search("moon phases", k=5)
+    top3 = sorted((h.id for h in first_stage.hits[:3]), reverse=True)
+    assert [h.id for h in reranked.hits[:3]] == top3
+    assert [h.id for h in reranked.hits[3:]] == [h.id for h in first_stage.hits[3:]]
+    assert not first_stage.reranked and "turned off" in (first_stage.rerank_note or "")
+
+
+def test_a_failed_reranker_degrades_visibly(
+    backend: EmbeddedBackend, embedder: Embedder, tmp_path: Path
+) -> None:
+    broken = InProcessReranker(CrossEncoderScorer(str(tmp_path / "missing-model")))
+    result = make(backend, embedder, broken).search("moon phases", k=3)
+    assert not result.reranked
+    assert "could not load rerank model" in (result.rerank_note or "")
+    assert [h.rerank_score for h in result.hits] == [None, None, None]
+    assert [h.fused_rank for h in result.hits] == [1, 2, 3]
+
+
+def test_no_reranker_configured_is_said(backend: EmbeddedBackend, embedder: Embedder) -> None:
+    result = make(backend, embedder, None).search("bread")
+    assert not result.reranked and "RERANK_MODEL" in (result.rerank_note or "")
+
+
+def test_paraphrase_is_found_by_the_vector_leg(backend: EmbeddedBackend, embedder: Embedder) -> None:
+    result = make(backend, embedder).search("how do storage engines survive power loss", k=2, rerank=False)
+    assert result.hits[0].id == "db"
+    assert result.hits[0].vector_rank == 1
+
+
+def test_filters_hold_for_every_hit(backend: EmbeddedBackend, embedder: Embedder) -> None:
+    result = make(backend, embedder, ReverseReranker()).search("moon", k=5, filters={"topic": "cooking"})
+    assert {h.id for h in result.hits} == {"steak", "bread"}
+
+
+@pytest.mark.parametrize("fusion", ["rrf", "minmax", "zscore"])
+def test_each_fusion_method_runs(backend: EmbeddedBackend, embedder: Embedder, fusion: str) -> None:
+    result = make(backend, embedder, fusion=fusion).search("rest the steak", k=1)
+    assert result.hits[0].id == "steak"
+
+
+def test_bad_queries_and_missing_or_mismatched_index(
+    backend: EmbeddedBackend, embedder: Embedder, tmp_path: Path
+) -> None:
+    with pytest.raises(InvalidQueryError):
+        make(backend, embedder).search("   ")
+    with pytest.raises(IndexMissingError):
+        make(EmbeddedBackend(tmp_path, "absent"), embedder).search("moon")
+    other = EmbeddedBackend(tmp_path, "other")
+    other.create_index("some-other-model", 384)
+    with pytest.raises(IndexMismatchError, match="not comparable"):
+        make(other, embedder).search("moon")

@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from connector.errors import ModelLoadError
+from workers.reranking import (
+    Candidate,
+    CrossEncoderScorer,
+    RerankInputError,
+    parse_request,
+    rerank_request,
+)
+
+LONG_TEXT = " ".join(f"the moon orbit earth light phase {word}" for word in ["sun", "star", "rain"] * 12)
+
+
+@pytest.fixture(scope="module")
+def scorer(tiny_cross_encoder_dir: Path) -> CrossEncoderScorer:
+    return CrossEncoderScorer(str(tiny_cross_encoder_dir), max_length=32, batch_size=4, max_passages=3)
+
+
+def test_loads_once_and_is_reused(scorer: CrossEncoderScorer) -> None:
+    assert scorer.load() is scorer.load()
+    assert "local folder" in scorer.description
+
+
+def test_scores_come_back_in_input_order_and_are_deterministic(scorer: CrossEncoderScorer) -> None:
+    candidates = [
+        Candidate("a", "the moon has a phase"),
+        Candidate("b", "grill the steak"),
+        Candidate("c", ""),
+    ]
+    first = scorer.score("why does the moon show phases", candidates)
+    again = scorer.score("why does the moon show phases", list(reversed(candidates)))
+    assert [s.id for s in first] == ["a", "b", "c"]
+    assert {s.id: s.score for s in first} == pytest.approx({s.id: s.score for s in again})
+    assert len({round(s.score, 6) for s in first}) > 1  # the model really reads the text
+
+
+def test_short_text_is_one_passage(scorer: CrossEncoderScorer) -> None:
+    assert scorer.passages("moon", "the moon has a phase") == ["the moon has a phase"]
+
+
+def test_long_text_is_split_into_overlapping_passages_that_fit_the_window(scorer: CrossEncoderScorer) -> None:
+    query = "why moon phase"
+    passages = scorer.passages(query, LONG_TEXT)
+    assert len(passages) == 3  # capped by max_passages
+    tokenizer = scorer.load().tokenizer
+    for passage in passages:
+        pair = tokenizer(query, passage)["input_ids"]
+        assert len(pair) <= scorer.max_length
+        assert passage in LONG_TEXT
+    assert passages[0].split()[-1] in passages[1]  # windows overlap
+
+
+def test_a_long_document_scores_as_its_best_passage(scorer: CrossEncoderScorer) -> None:
+    query = "why moon phase"
+    passages = scorer.passages(query, LONG_TEXT)
+    each = scorer.score(query, [Candidate(str(i), p) for i, p in enumerate(passages)])
+    whole = scorer.score(query, [Candidate("doc", LONG_TEXT)])[0]
+    assert whole.score == pytest.approx(max(s.score for s in each), abs=1e-6)
+
+
+def test_request_round_trip_is_plain_json(scorer: CrossEncoderScorer) -> None:
+    reply = rerank_request(scorer, {"query": "moon", "candidates": [{"id": "x", "text": "the moon"}]})
+    assert reply["model"] == scorer.model_name
+    assert [item["id"] for item in reply["scores"]] == ["x"]
+    assert isinstance(reply["scores"][0]["score"], float)
+    assert rerank_request(scorer, {"query": "moon", "candidates": []})["scores"] == []
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ([], "must be an object"),
+        ({"candidates": []}, "'query'"),
+        ({"query": " ", "candidates": []}, "'query'"),
+        ({"query": "q"}, "'candidates' must be a list"),
+        ({"query": "q", "candidates": ["x"]}, "candidate 0 must be an object"),
+        ({"query": "q", "candidates": [{"id": "", "text": "t"}]}, "'id'"),
+        (
+            {"query": "q", "candidates": [{"id": "a", "text": 5}]},
+            r"candidate 0 \(a\): 'text' must be a string",
+        ),
+    ],
+)
+def test_malformed_requests_are_refused_clearly(payload: object, message: str) -> None:
+    with pytest.raises(RerankInputError, match=message):
+        parse_request(payload)
+
+
+def test_a_missing_model_gives_an_actionable_error(tmp_path: Path) -> None:
+    scorer = CrossEncoderScorer(str(tmp_path / "no-such-model-here"), max_length=32)
+    with pytest.raises(ModelLoadError, match="RERANK_MODEL"):
+        scorer.load()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ModelLoadError, match="local folder"):
+        CrossEncoderScorer(str(empty)).load()
+
+
+def test_unknown_backend_is_refused() -> None:
+    with pytest.raises(ModelLoadError, match="unknown rerank backend 'tensorrt'"):
+        CrossEncoderScorer("x", backend="tensorrt")  # type: ignore[arg-type]
