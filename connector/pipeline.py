@@ -26,7 +26,7 @@ class SearchOptions:
     recall_depth: int = 100  # N: candidates from each recall leg
     rerank_depth: int = 30  # M: fused candidates sent to the cross-encoder
     top_k: int = 10  # k: hits returned
-    fusion: FusionMethod = "rrf"
+    fusion: FusionMethod = "zscore"
     rrf_k: int = 60
     bm25_weight: float = 0.5  # convex fusions; the vector leg gets 1 - this
 

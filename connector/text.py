@@ -58,6 +58,9 @@ _IS_CJK = re.compile(rf"[{_CJK}]")
 
 _stemmer = snowballstemmer.stemmer("porter")
 
+# Bump when `tokenize` changes: stored terms of an older version are recomputed on load.
+TOKENIZER_VERSION = 1
+
 
 @lru_cache(maxsize=200_000)
 def _stem(word: str) -> str:

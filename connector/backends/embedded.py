@@ -3,7 +3,7 @@
 Like SQLite for a database project: no server, for a quick start and for tests. On disk an index is a folder
 
     DATA_DIR/INDEX_NAME/CURRENT            name of the live generation folder
-    DATA_DIR/INDEX_NAME/gen-000003/        manifest.json, documents.jsonl, vectors.npy
+    DATA_DIR/INDEX_NAME/gen-000003/        manifest.json, documents.jsonl, vectors.npy, terms.jsonl
 
 Loading reads JSON and a `.npy` array with `allow_pickle=False`, so it never executes code. Every write
 builds a new generation folder and then swaps `CURRENT` with an atomic rename, so a crash mid-write leaves
@@ -33,7 +33,7 @@ from connector.backends.base import (
 )
 from connector.documents import Document
 from connector.errors import ConfigurationError, DocumentFailure, IndexMismatchError, IndexMissingError
-from connector.text import tokenize
+from connector.text import TOKENIZER_VERSION, tokenize
 
 FORMAT_VERSION = 1
 
@@ -63,6 +63,7 @@ class EmbeddedBackend:
         self.index_name = index_name
         self._info: IndexInfo | None = None
         self._documents: list[Document] = []
+        self._terms: list[list[str]] = []  # BM25 terms per document, stored so a search need not re-tokenize
         self._row_of: dict[str, int] = {}
         self._vectors: Vector = np.zeros((0, 0), dtype=np.float32)
         self._bm25: _LuceneBM25 | None = None
@@ -79,7 +80,7 @@ class EmbeddedBackend:
             return self._info
         if recreate and self.root.exists():
             shutil.rmtree(self.root)
-        self._documents, self._row_of, self._bm25 = [], {}, None
+        self._documents, self._terms, self._row_of, self._bm25 = [], [], {}, None
         self._vectors = np.zeros((0, dimension), dtype=np.float32)
         self._info = IndexInfo(self.index_name, embedding_model, dimension, 0)
         self._persist()
@@ -111,9 +112,11 @@ class EmbeddedBackend:
                 if row is None:
                     self._row_of[doc.id] = len(self._documents)
                     self._documents.append(doc)
+                    self._terms.append(tokenize(doc.full_text))
                     rows.append(vector.astype(np.float32))
                 else:
                     self._documents[row] = doc
+                    self._terms[row] = tokenize(doc.full_text)
                     rows[row] = vector.astype(np.float32)
             self._vectors = np.vstack(rows).astype(np.float32, copy=False)
             self._changed()
@@ -125,6 +128,7 @@ class EmbeddedBackend:
         if doomed:
             keep = [row for row in range(len(self._documents)) if row not in doomed]
             self._documents = [self._documents[row] for row in keep]
+            self._terms = [self._terms[row] for row in keep]
             self._vectors = self._vectors[keep]
             self._row_of = {doc.id: row for row, doc in enumerate(self._documents)}
             self._changed()
@@ -141,7 +145,7 @@ class EmbeddedBackend:
         if not terms or not self._documents:
             return []
         if self._bm25 is None:
-            self._bm25 = _LuceneBM25([tokenize(doc.full_text) or [""] for doc in self._documents])
+            self._bm25 = _LuceneBM25([terms or [""] for terms in self._terms])
         scores = np.asarray(self._bm25.get_scores(terms), dtype=np.float64)
         scores[~self._filter_mask(filters)] = 0.0
         return self._top(scores, size, keep=scores > 0.0)
@@ -205,8 +209,12 @@ class EmbeddedBackend:
             for doc in self._documents:
                 handle.write(json.dumps(doc.to_json(), ensure_ascii=False) + "\n")
         np.save(generation / "vectors.npy", self._vectors, allow_pickle=False)
+        with (generation / "terms.jsonl").open("w", encoding="utf-8") as handle:
+            for terms in self._terms:
+                handle.write(json.dumps(terms, ensure_ascii=False) + "\n")
         manifest = {
             "format": FORMAT_VERSION,
+            "tokenizer": TOKENIZER_VERSION,
             "name": self._info.name,
             "embedding_model": self._info.embedding_model,
             "dimension": self._info.dimension,
@@ -237,16 +245,23 @@ class EmbeddedBackend:
             with (generation / "documents.jsonl").open(encoding="utf-8") as handle:
                 documents = [_document_from_store(json.loads(line)) for line in handle]
             vectors = np.load(generation / "vectors.npy", allow_pickle=False)
+            terms_file = generation / "terms.jsonl"
+            if manifest.get("tokenizer") == TOKENIZER_VERSION and terms_file.is_file():
+                with terms_file.open(encoding="utf-8") as handle:
+                    terms = [json.loads(line) for line in handle]
+            else:  # written by another tokenizer version: recompute
+                terms = [tokenize(doc.full_text) for doc in documents]
         except (OSError, ValueError, KeyError) as exc:
             raise IndexMismatchError(
                 f"embedded index at {generation} is unreadable ({exc}); re-create it with `index --recreate`"
             ) from exc
-        if vectors.shape != (len(documents), manifest["dimension"]):
+        if vectors.shape != (len(documents), manifest["dimension"]) or len(terms) != len(documents):
             raise IndexMismatchError(
-                f"embedded index at {generation} is inconsistent: {len(documents)} documents, vectors "
-                f"{vectors.shape}; re-create it with `index --recreate`"
+                f"embedded index at {generation} is inconsistent: {len(documents)} documents, "
+                f"{len(terms)} term lists, vectors {vectors.shape}; re-create it with `index --recreate`"
             )
         self._documents = documents
+        self._terms = terms
         self._row_of = {doc.id: row for row, doc in enumerate(documents)}
         self._vectors = vectors.astype(np.float32, copy=False)
         self._info = IndexInfo(

