@@ -18,8 +18,8 @@ from connector.progress import progress_bar
 from connector.settings import Settings, load_settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True)  # long messages stay one line, so logs can be grepped
+err = Console(stderr=True, soft_wrap=True)
 
 
 def _settings() -> Settings:

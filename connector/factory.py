@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from connector.backends.base import Backend
 from connector.embedder import Embedder
-from connector.errors import ConfigurationError
 from connector.pipeline import SearchOptions, SearchPipeline
 from connector.rerank import InProcessReranker, Reranker
 from connector.settings import Settings
@@ -15,10 +14,9 @@ from workers.reranking import CrossEncoderScorer
 def open_backend(settings: Settings, index_name: str | None = None) -> Backend:
     name = index_name or settings.index_name
     if settings.uses_opensearch:
-        raise ConfigurationError(
-            "OPENSEARCH_URL is set, but this build has no OpenSearch backend yet; unset it to use the "
-            "embedded backend"
-        )
+        from connector.backends.opensearch import OpenSearchBackend
+
+        return OpenSearchBackend.from_settings(settings, name)
     from connector.backends.embedded import EmbeddedBackend
 
     return EmbeddedBackend(settings.data_dir, name)

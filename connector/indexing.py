@@ -36,5 +36,6 @@ def index_documents(
     vectors = embedder.embed_documents(documents, progress)
     embedded = time.perf_counter()
     report = backend.bulk_index(documents, vectors)
+    backend.commit()
     written = time.perf_counter()
     return IndexReport(report, len(documents), embedded - started, written - embedded)

@@ -10,11 +10,12 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Literal, Protocol
 
-from connector.backends.base import Backend, Filters, LegHit, check_index_matches
+from connector.backends.base import Backend, Filters, LegHit, Vector, check_index_matches
 from connector.documents import Document
 from connector.embedder import Embedder
-from connector.errors import IndexMissingError, InvalidQueryError
+from connector.errors import ConfigurationError, IndexMissingError, InvalidQueryError
 from connector.fusion import fuse
 from connector.rerank import Reranker
 from connector.settings import FusionMethod, Settings
@@ -29,6 +30,7 @@ class SearchOptions:
     fusion: FusionMethod = "zscore"
     rrf_k: int = 60
     bm25_weight: float = 0.5  # convex fusions; the vector leg gets 1 - this
+    hybrid_mode: Literal["client", "server"] = "client"
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SearchOptions:
@@ -39,7 +41,33 @@ class SearchOptions:
             fusion=settings.fusion,
             rrf_k=settings.rrf_k,
             bm25_weight=settings.bm25_weight,
+            hybrid_mode=settings.hybrid_mode,
         )
+
+
+class ServerHybridBackend(Protocol):
+    """A backend that can fuse both legs itself (OpenSearch with neural-search)."""
+
+    def hybrid(
+        self,
+        query: str,
+        vector: Vector,
+        size: int,
+        filters: Filters | None,
+        *,
+        fusion: FusionMethod,
+        bm25_weight: float,
+        rrf_k: int,
+    ) -> list[tuple[Document, float, float | None, float | None]]: ...
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    document: Document
+    fused_score: float
+    fused_rank: int
+    bm25: tuple[int | None, float | None] = (None, None)  # (rank, raw score) in that leg
+    vector: tuple[int | None, float | None] = (None, None)
 
 
 @dataclass(frozen=True)
@@ -127,69 +155,116 @@ class SearchPipeline:
         k: int | None = None,
         filters: Filters | None = None,
         rerank: bool = True,
+        offset: int = 0,
     ) -> SearchResult:
+        """Hits `offset` to `offset + k` of the ranked list. The recall window (N per leg) and the reranked
+        head (M) do not depend on the page, so pages never overlap or repeat."""
         if not query.strip():
             raise InvalidQueryError("the query is empty")
         opts = self.options
         top_k = opts.top_k if k is None else k
-        if top_k <= 0:
-            raise InvalidQueryError(f"k must be positive, got {top_k}")
+        if top_k <= 0 or offset < 0:
+            raise InvalidQueryError(
+                f"k must be positive and offset non-negative, got k={top_k}, offset={offset}"
+            )
         self._check_index()
         timings: dict[str, float] = {}
         started = time.perf_counter()
 
-        with _timed(timings, "bm25"):
-            bm25_hits = self.backend.bm25(query, opts.recall_depth, filters)
         with _timed(timings, "embed_query"):
             query_vector = self.embedder.embed_query(query)
-        with _timed(timings, "knn"):
-            knn_hits = self.backend.knn(query_vector, opts.recall_depth, filters)
-        with _timed(timings, "fusion"):
-            weights = None if opts.fusion == "rrf" else [opts.bm25_weight, 1.0 - opts.bm25_weight]
-            fused = fuse(opts.fusion, [_leg(bm25_hits), _leg(knn_hits)], rrf_k=opts.rrf_k, weights=weights)
+        if opts.hybrid_mode == "server":
+            pool = self._server_hybrid(query, query_vector, filters, timings)
+        else:
+            pool = self._client_hybrid(query, query_vector, filters, timings)
 
-        documents = {h.document.id: h.document for h in [*bm25_hits, *knn_hits]}
-        bm25 = {h.document.id: (rank, h.score) for rank, h in enumerate(bm25_hits, start=1)}
-        vector = {h.document.id: (rank, h.score) for rank, h in enumerate(knn_hits, start=1)}
-        fused_rank = {f.id: rank for rank, f in enumerate(fused, start=1)}
-        fused_score = {f.id: f.score for f in fused}
-        order = [f.id for f in fused]
-
+        order = [c.document.id for c in pool]
+        by_id = {c.document.id: c for c in pool}
         rerank_scores: dict[str, float] = {}
         note = self._why_not_rerank(rerank, len(order))
         if note is None:
             assert self.reranker is not None
             head = order[: opts.rerank_depth]
             with _timed(timings, "rerank"):
-                outcome = self.reranker.rerank(query, [Candidate(i, documents[i].full_text) for i in head])
+                outcome = self.reranker.rerank(
+                    query, [Candidate(i, by_id[i].document.full_text) for i in head]
+                )
             if outcome.scores is None:
                 note = outcome.reason or "reranker returned no scores"
             else:
                 rerank_scores = outcome.scores
-                head = sorted(head, key=lambda i: (-rerank_scores[i], fused_rank[i]))
+                head = sorted(head, key=lambda i: (-rerank_scores[i], by_id[i].fused_rank))
                 order = head + order[opts.rerank_depth :]
 
         hits = []
-        for rank, doc_id in enumerate(order[:top_k], start=1):
-            b_rank, b_score = bm25.get(doc_id, (None, None))
-            v_rank, v_score = vector.get(doc_id, (None, None))
+        for rank, doc_id in enumerate(order[offset : offset + top_k], start=offset + 1):
+            c = by_id[doc_id]
             r_score = rerank_scores.get(doc_id)
             hits.append(
                 Hit(
                     rank=rank,
-                    document=documents[doc_id],
-                    score=r_score if r_score is not None else fused_score[doc_id],
-                    fused_score=fused_score[doc_id],
-                    bm25_score=b_score,
-                    vector_score=v_score,
+                    document=c.document,
+                    score=r_score if r_score is not None else c.fused_score,
+                    fused_score=c.fused_score,
+                    bm25_score=c.bm25[1],
+                    vector_score=c.vector[1],
                     rerank_score=r_score,
-                    bm25_rank=b_rank,
-                    vector_rank=v_rank,
-                    fused_rank=fused_rank[doc_id],
+                    bm25_rank=c.bm25[0],
+                    vector_rank=c.vector[0],
+                    fused_rank=c.fused_rank,
                 )
             )
         timings["total"] = (time.perf_counter() - started) * 1000.0
         return SearchResult(query, hits, note is None, note, timings, len(order))
+
+    def _client_hybrid(
+        self, query: str, vector: Vector, filters: Filters | None, timings: dict[str, float]
+    ) -> list[_Candidate]:
+        opts = self.options
+        with _timed(timings, "recall"):
+            recall = self.backend.recall(query, vector, opts.recall_depth, filters)
+        timings.update(recall.leg_ms)
+        with _timed(timings, "fusion"):
+            weights = None if opts.fusion == "rrf" else [opts.bm25_weight, 1.0 - opts.bm25_weight]
+            fused = fuse(
+                opts.fusion, [_leg(recall.bm25), _leg(recall.knn)], rrf_k=opts.rrf_k, weights=weights
+            )
+        documents = {h.document.id: h.document for h in [*recall.bm25, *recall.knn]}
+        bm25 = {h.document.id: (rank, h.score) for rank, h in enumerate(recall.bm25, start=1)}
+        knn = {h.document.id: (rank, h.score) for rank, h in enumerate(recall.knn, start=1)}
+        return [
+            _Candidate(
+                documents[f.id], f.score, rank, bm25.get(f.id, (None, None)), knn.get(f.id, (None, None))
+            )
+            for rank, f in enumerate(fused, start=1)
+        ]
+
+    def _server_hybrid(
+        self, query: str, vector: Vector, filters: Filters | None, timings: dict[str, float]
+    ) -> list[_Candidate]:
+        hybrid = getattr(self.backend, "hybrid", None)
+        if hybrid is None:
+            raise ConfigurationError(
+                "HYBRID_MODE=server needs OpenSearch with neural-search; "
+                f"the {self.backend.name} backend fuses client-side (HYBRID_MODE=client)"
+            )
+        opts = self.options
+        server: ServerHybridBackend = self.backend  # type: ignore[assignment]
+        with _timed(timings, "recall"):
+            results = server.hybrid(
+                query,
+                vector,
+                opts.recall_depth,
+                filters,
+                fusion=opts.fusion,
+                bm25_weight=opts.bm25_weight,
+                rrf_k=opts.rrf_k,
+            )
+        # Leg ranks are not known server-side: only the fused order and each leg's raw score.
+        return [
+            _Candidate(doc, score, rank, (None, bm25), (None, cosine))
+            for rank, (doc, score, bm25, cosine) in enumerate(results, start=1)
+        ]
 
     def _why_not_rerank(self, requested: bool, pool: int) -> str | None:
         if not requested:

@@ -31,6 +31,12 @@ class Settings(BaseSettings):
     opensearch_username: str | None = None
     opensearch_password: SecretStr | None = None
     opensearch_verify_certs: bool = True
+    opensearch_timeout: float = Field(30.0, gt=0, description="seconds per request, retried on timeout")
+    opensearch_analyzer: Literal["english_cjk", "english", "cjk"] = "english_cjk"
+    hnsw_m: int = Field(16, gt=1)
+    hnsw_ef_construction: int = Field(128, gt=1)
+    # client: BM25 and k-NN in one _msearch, fused here; server: one `hybrid` query through a search pipeline.
+    hybrid_mode: Literal["client", "server"] = "client"
     redis_url: SecretStr | None = Field(None, description="Redis URL for Celery; unset -> rerank in-process")
 
     # Storage.

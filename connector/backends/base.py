@@ -37,6 +37,15 @@ class LegHit:
 
 
 @dataclass(frozen=True)
+class Recall:
+    """Both recall legs for one query, each best first, with the time each leg took (ms)."""
+
+    bm25: list[LegHit]
+    knn: list[LegHit]
+    leg_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class IndexInfo:
     """What an index was built with; searching it with another embedding model is refused."""
 
@@ -79,6 +88,10 @@ class Backend(Protocol):
         """Remove documents by id; returns how many existed."""
         ...
 
+    def commit(self) -> None:
+        """Make every write so far searchable (and, after a re-index, the live index)."""
+        ...
+
     def get(self, ids: Sequence[str]) -> dict[str, Document]:
         """The stored documents among `ids`."""
         ...
@@ -89,6 +102,10 @@ class Backend(Protocol):
 
     def knn(self, vector: Vector, size: int, filters: Filters | None = None) -> list[LegHit]:
         """Top `size` documents by cosine similarity to `vector`, best first."""
+        ...
+
+    def recall(self, query: str, vector: Vector, size: int, filters: Filters | None = None) -> Recall:
+        """Both legs under the same filters (in one round trip where the store allows)."""
         ...
 
 

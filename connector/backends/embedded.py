@@ -16,6 +16,7 @@ import json
 import math
 import os
 import shutil
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from connector.backends.base import (
     Filters,
     IndexInfo,
     LegHit,
+    Recall,
     Vector,
     check_index_matches,
     matches_filters,
@@ -134,6 +136,9 @@ class EmbeddedBackend:
             self._changed()
         return len(doomed)
 
+    def commit(self) -> None:
+        """Nothing to do: every write above is already durable and searchable."""
+
     # --- reads -----------------------------------------------------------------------------------------
 
     def get(self, ids: Sequence[str]) -> dict[str, Document]:
@@ -161,6 +166,14 @@ class EmbeddedBackend:
             return []
         scores = self._vectors @ vector.astype(np.float32)
         return self._top(scores.astype(np.float64), size, keep=self._filter_mask(filters))
+
+    def recall(self, query: str, vector: Vector, size: int, filters: Filters | None = None) -> Recall:
+        started = time.perf_counter()
+        bm25 = self.bm25(query, size, filters)
+        middle = time.perf_counter()
+        knn = self.knn(vector, size, filters)
+        ended = time.perf_counter()
+        return Recall(bm25, knn, {"bm25": (middle - started) * 1000.0, "knn": (ended - middle) * 1000.0})
 
     # --- internals -------------------------------------------------------------------------------------
 
