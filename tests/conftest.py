@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
@@ -15,7 +16,32 @@ import pytest
 
 from tests.tiny_models import build_tiny_cross_encoder
 
-SHARED_DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATASETS = REPO.parent / "shared" / "datasets"
+
+
+@pytest.fixture(scope="session")
+def opensearch_url() -> Iterator[str]:
+    """A real OpenSearch node on loopback, started by the project's own script when not given.
+
+    scripts/test starts the node and passes its URL in HYBRID_RERANK_TEST_OPENSEARCH; run alone, this fixture
+    starts one and stops it afterwards. Under CI a node that cannot start fails the tests, never skips them.
+    """
+    given = os.environ.get("HYBRID_RERANK_TEST_OPENSEARCH")
+    if given:
+        yield given
+        return
+    script = str(REPO / "scripts" / "opensearch")
+    was_running = subprocess.run([script, "status"], capture_output=True, check=False).returncode == 0
+    started = subprocess.run([script, "start"], capture_output=True, text=True, timeout=900, check=False)
+    if started.returncode != 0:
+        message = f"OpenSearch did not start:\n{started.stdout[-3000:]}\n{started.stderr[-3000:]}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    yield started.stdout.strip().splitlines()[-1]
+    if not was_running:
+        subprocess.run([script, "stop"], capture_output=True, check=False)
 
 
 @pytest.fixture(scope="session")

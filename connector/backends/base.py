@@ -109,6 +109,27 @@ class Backend(Protocol):
         ...
 
 
+def split_sendable(
+    documents: Sequence[Document], vectors: Vector, dimension: int | None = None
+) -> tuple[list[tuple[Document, Vector]], list[DocumentFailure]]:
+    """Pairs each document with its vector, setting aside those whose vector cannot be stored: non-finite
+    values (not even valid JSON) and, when `dimension` is given, the wrong length."""
+    if len(vectors) != len(documents):
+        raise ValueError(f"{len(documents)} documents but {len(vectors)} vectors")
+    accepted: list[tuple[Document, Vector]] = []
+    failures: list[DocumentFailure] = []
+    for doc, vector in zip(documents, vectors, strict=True):
+        if dimension is not None and vector.shape != (dimension,):
+            failures.append(
+                DocumentFailure(doc.id, f"vector has shape {vector.shape}, index expects ({dimension},)")
+            )
+        elif not np.all(np.isfinite(vector)):
+            failures.append(DocumentFailure(doc.id, "vector has NaN or infinite values"))
+        else:
+            accepted.append((doc, vector))
+    return accepted, failures
+
+
 def matches_filters(metadata: Mapping[str, MetadataValue], filters: Filters | None) -> bool:
     """Whether a document's metadata satisfies every filter (used by the embedded backend).
 

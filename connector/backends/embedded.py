@@ -32,9 +32,10 @@ from connector.backends.base import (
     Vector,
     check_index_matches,
     matches_filters,
+    split_sendable,
 )
 from connector.documents import Document
-from connector.errors import ConfigurationError, DocumentFailure, IndexMismatchError, IndexMissingError
+from connector.errors import ConfigurationError, IndexMismatchError, IndexMissingError
 from connector.text import TOKENIZER_VERSION, tokenize
 
 FORMAT_VERSION = 1
@@ -92,21 +93,7 @@ class EmbeddedBackend:
 
     def bulk_index(self, documents: Sequence[Document], vectors: Vector) -> BulkReport:
         info = self._require_index()
-        if len(vectors) != len(documents):
-            raise ValueError(f"{len(documents)} documents but {len(vectors)} vectors")
-        failures: list[DocumentFailure] = []
-        accepted: list[tuple[Document, Vector]] = []
-        for doc, vector in zip(documents, vectors, strict=True):
-            if vector.shape != (info.dimension,):
-                failures.append(
-                    DocumentFailure(
-                        doc.id, f"vector has shape {vector.shape}, index expects ({info.dimension},)"
-                    )
-                )
-            elif not np.all(np.isfinite(vector)):
-                failures.append(DocumentFailure(doc.id, "vector has NaN or infinite values"))
-            else:
-                accepted.append((doc, vector))
+        accepted, failures = split_sendable(documents, vectors, info.dimension)
         if accepted:
             rows = list(self._vectors)
             for doc, vector in accepted:

@@ -24,6 +24,7 @@ from connector.backends.base import (
     Recall,
     Vector,
     check_index_matches,
+    split_sendable,
 )
 from connector.documents import Document
 from connector.errors import (
@@ -204,12 +205,11 @@ class OpenSearchBackend:
     # --- writes --------------------------------------------------------------------------------------------
 
     def bulk_index(self, documents: Sequence[Document], vectors: Vector) -> BulkReport:
-        if len(vectors) != len(documents):
-            raise ValueError(f"{len(documents)} documents but {len(vectors)} vectors")
         target = self._target()
-        failures: list[DocumentFailure] = []
+        # A wrong dimension is left for the node to refuse, per document; NaN cannot even be sent as JSON.
+        accepted, failures = split_sendable(documents, vectors)
         actions = []
-        for action in bodies.bulk_actions(target, documents, vectors):
+        for action in bodies.bulk_actions(target, [d for d, _ in accepted], [v for _, v in accepted]):
             size = bodies.action_size(action)
             if size > self.max_document_bytes:
                 failures.append(

@@ -121,7 +121,9 @@ def leg_scores_from_explanation(explanation: Mapping[str, Any]) -> tuple[float |
     return bm25, vector
 
 
-def bulk_actions(index: str, documents: Sequence[Document], vectors: Vector) -> Iterator[dict[str, Any]]:
+def bulk_actions(
+    index: str, documents: Sequence[Document], vectors: Sequence[Vector]
+) -> Iterator[dict[str, Any]]:
     """Index (upsert by id) actions for opensearch-py's bulk helpers."""
     for doc, vector in zip(documents, vectors, strict=True):
         yield {

@@ -1,4 +1,5 @@
-"""The Backend conformance suite runs against every backend: each test gets a fresh, uniquely named index."""
+"""The Backend conformance suite runs against every backend: each test gets a fresh, uniquely named index,
+removed afterwards."""
 
 from __future__ import annotations
 
@@ -13,15 +14,31 @@ from connector.backends.base import Backend
 BackendFactory = Callable[[str], Backend]
 
 
-@pytest.fixture(params=["embedded"])
+@pytest.fixture(params=["embedded", pytest.param("opensearch", marks=pytest.mark.integration)])
 def make_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BackendFactory]:
     """Opens a backend on an index named for this test; a second call with the same name reopens it."""
     if request.param == "embedded":
         from connector.backends.embedded import EmbeddedBackend
 
         yield lambda name: EmbeddedBackend(tmp_path, name)
-    else:  # pragma: no cover - new backends register here
-        raise AssertionError(request.param)
+        return
+
+    from opensearchpy import OpenSearch
+
+    from connector.backends.opensearch import OpenSearchBackend
+
+    url = request.getfixturevalue("opensearch_url")
+    client = OpenSearch(hosts=[url], timeout=60)
+    names: list[str] = []
+
+    def open_backend(name: str) -> Backend:
+        names.append(name)
+        return OpenSearchBackend(client, name, url=url)
+
+    yield open_backend
+    for name in set(names):
+        client.indices.delete(index=f"{name}-v*", ignore_unavailable=True)
+    client.close()
 
 
 @pytest.fixture

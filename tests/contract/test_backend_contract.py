@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from connector.backends.base import Backend, LegHit, Range
+from connector.backends.base import Backend, IndexInfo, LegHit, Range
 from connector.documents import Document
 from connector.errors import IndexMismatchError, IndexMissingError
 from tests.contract.conftest import BackendFactory
@@ -31,6 +31,7 @@ def backend(make_backend: BackendFactory, index_name: str) -> Backend:
     store.create_index(MODEL, 4)
     report = store.bulk_index(DOCS, VECTORS)
     assert report.ok and report.written == len(DOCS)
+    store.commit()
     return store
 
 
@@ -56,6 +57,8 @@ def test_another_model_or_dimension_is_refused(backend: Backend) -> None:
     with pytest.raises(IndexMismatchError, match="not comparable"):
         backend.create_index("other-model", 4)
     assert backend.create_index("other-model", 8, recreate=True).count == 0
+    backend.commit()
+    assert backend.index_info() == IndexInfo(backend.index_info().name, "other-model", 8, 0)  # type: ignore[union-attr]
 
 
 def test_bm25_ranks_matching_documents_only(backend: Backend) -> None:
@@ -101,6 +104,7 @@ def test_upsert_replaces_by_id(backend: Backend) -> None:
     changed = Document("d2", "a new text about comets", "Comets", {"topic": "astronomy"})
     report = backend.bulk_index([changed], np.array([[0, 0, 1, 0]], dtype=np.float32))
     assert report.written == 1
+    backend.commit()
     assert backend.index_info().count == 5
     assert backend.get(["d2"])["d2"] == changed
     assert ids(backend.bm25("comets", 10)) == ["d2"]
@@ -120,7 +124,15 @@ def test_bad_vectors_fail_per_document_and_the_rest_are_written(backend: Backend
     report = backend.bulk_index(docs, vectors)
     assert report.written == 1
     assert [f.doc_id for f in report.failures] == ["nan"]
+    backend.commit()
     assert backend.get(["ok", "nan"]).keys() == {"ok"}
+
+
+def test_recall_returns_both_legs_under_the_same_filters(backend: Backend) -> None:
+    recall = backend.recall("moon", np.array([1, 0, 0, 0], dtype=np.float32), 10, {"topic": "astronomy"})
+    assert set(ids(recall.bm25)) == {"d1", "d4"}
+    assert set(ids(recall.knn)) == {"d1", "d4", "d5"}
+    assert set(recall.leg_ms) == {"bm25", "knn"}
 
 
 def test_reopening_sees_the_same_index(

@@ -1,0 +1,212 @@
+"""The OpenSearch backend against a real node started by scripts/opensearch: bad input, re-indexing behind
+the alias, both hybrid modes and pagination."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from opensearchpy import OpenSearch
+
+from connector.backends.opensearch import OpenSearchBackend
+from connector.documents import Document
+from connector.embedder import Embedder
+from connector.errors import BackendUnavailableError, IndexMismatchError, IndexMissingError
+from connector.indexing import index_documents
+from connector.pipeline import SearchOptions, SearchPipeline
+
+pytestmark = pytest.mark.integration
+
+DOCS = [
+    Document(
+        "moon",
+        "The moon shows phases because sunlight hits it from changing angles.",
+        "Lunar phases",
+        {"topic": "astronomy", "year": 2020},
+    ),
+    Document(
+        "eclipse",
+        "A lunar eclipse happens when the earth's shadow falls on the moon.",
+        "Eclipse",
+        {"topic": "astronomy", "year": 2021},
+    ),
+    Document(
+        "tides",
+        "The moon's gravity pulls the oceans and makes the tides.",
+        "Tides",
+        {"topic": "astronomy", "year": 2019},
+    ),
+    Document(
+        "steak",
+        "Rest a grilled steak for five minutes so the juices settle.",
+        "Resting meat",
+        {"topic": "cooking", "year": 2021},
+    ),
+    Document(
+        "bread",
+        "Bread dough rises as yeast ferments sugar into gas.",
+        "Baking",
+        {"topic": "cooking", "year": 2018},
+    ),
+    Document(
+        "db",
+        "Databases write a log before changing data so a crash loses nothing.",
+        "WAL",
+        {"topic": "programming", "year": 2022},
+    ),
+    Document("zh", "月球绕着地球运行，月相随之变化。", "月球", {"topic": "astronomy", "year": 2020}),
+]
+
+
+@pytest.fixture
+def client(opensearch_url: str) -> Iterator[OpenSearch]:
+    client = OpenSearch(hosts=[opensearch_url], timeout=60)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def name(client: OpenSearch) -> Iterator[str]:
+    index = f"it-{uuid.uuid4().hex[:12]}"
+    yield index
+    client.indices.delete(index=f"{index}-v*", ignore_unavailable=True)
+
+
+@pytest.fixture
+def backend(client: OpenSearch, name: str, opensearch_url: str) -> OpenSearchBackend:
+    return OpenSearchBackend(client, name, url=opensearch_url)
+
+
+@pytest.fixture
+def indexed(backend: OpenSearchBackend, embedder: Embedder) -> OpenSearchBackend:
+    report = index_documents(backend, embedder, DOCS)
+    assert report.bulk.ok and report.bulk.written == len(DOCS)
+    return backend
+
+
+def unit(dim: int, axis: int = 0) -> np.ndarray:
+    vector = np.zeros(dim, dtype=np.float32)
+    vector[axis] = 1.0
+    return vector
+
+
+def test_wrong_vector_dimension_fails_that_document_only(backend: OpenSearchBackend) -> None:
+    backend.create_index("m", 4)
+    docs = [Document("ok", "fine"), Document("short", "three dims")]
+    report = backend.bulk_index(docs, [unit(4), np.ones(3, dtype=np.float32)])  # type: ignore[arg-type]
+    assert report.written == 1
+    assert [f.doc_id for f in report.failures] == ["short"]
+    assert "dimension" in report.failures[0].reason.lower()
+    backend.commit()
+    assert backend.get(["ok", "short"]).keys() == {"ok"}
+
+
+def test_field_type_conflict_fails_that_document_only(backend: OpenSearchBackend) -> None:
+    backend.create_index("m", 4)
+    docs = [
+        Document("a", "first", metadata={"year": 2020}),
+        Document("b", "second", metadata={"year": "soon"}),
+    ]
+    report = backend.bulk_index(docs, np.stack([unit(4), unit(4, 1)]))
+    assert report.written == 1
+    assert report.failures[0].doc_id == "b" and "mapper_parsing_exception" in report.failures[0].reason
+
+
+def test_oversized_documents_are_refused_per_document(backend: OpenSearchBackend) -> None:
+    backend.create_index("m", 4)
+    immense = Document("immense", "text", metadata={"tag": "x" * 40_000})  # over Lucene's term limit
+    too_big = Document("too-big", "y " * 3_000_000)  # over max_document_bytes: never sent
+    report = backend.bulk_index([Document("fine", "ok"), immense, too_big], np.stack([unit(4)] * 3))
+    assert report.written == 1
+    reasons = {f.doc_id: f.reason for f in report.failures}
+    assert "immense term" in reasons["immense"]
+    assert "over 5,000,000" in reasons["too-big"]
+
+
+def test_missing_index_is_a_clear_error(backend: OpenSearchBackend) -> None:
+    assert backend.index_info() is None
+    with pytest.raises(IndexMissingError, match="hybrid-rerank index"):
+        backend.recall("moon", unit(4), 5)
+    with pytest.raises(IndexMissingError):
+        backend.bm25("moon", 5)
+
+
+def test_unreachable_node_is_a_clear_error() -> None:
+    dead = OpenSearchBackend(
+        OpenSearch(hosts=["http://127.0.0.1:9"], timeout=2, max_retries=1), "x", url="http://127.0.0.1:9"
+    )
+    with pytest.raises(BackendUnavailableError, match="scripts/opensearch start"):
+        dead.index_info()
+
+
+def test_lucene_syntax_in_a_query_is_plain_text(indexed: OpenSearchBackend) -> None:
+    hits = indexed.bm25('moon AND (phases OR "tides" ~2 ^3 [a TO b] \\ / * ? : !', 10)
+    assert hits and hits[0].document.id in {"moon", "tides", "eclipse"}
+
+
+def test_chinese_text_is_analysed_with_bigrams(indexed: OpenSearchBackend) -> None:
+    assert [h.document.id for h in indexed.bm25("月相", 5)] == ["zh"]
+
+
+def test_reindex_swaps_the_alias_only_at_commit(
+    indexed: OpenSearchBackend, client: OpenSearch, name: str
+) -> None:
+    before = indexed.index_info()
+    assert before is not None and before.count == len(DOCS)
+    indexed.create_index("other-model", 8, recreate=True)
+    indexed.bulk_index([Document("new", "only in v2")], np.stack([unit(8)]))
+    assert indexed.index_info() == before  # searches still see v1 while v2 is built
+    indexed.commit()
+    after = indexed.index_info()
+    assert after is not None and (after.embedding_model, after.dimension, after.count) == (
+        "other-model",
+        8,
+        1,
+    )
+    assert sorted(client.indices.get(index=f"{name}-v*")) == [f"{name}-v2"]
+
+
+def test_another_model_without_recreate_is_refused(indexed: OpenSearchBackend) -> None:
+    with pytest.raises(IndexMismatchError, match="dimensional"):
+        indexed.create_index("all-MiniLM-L6-v2", 768)
+
+
+@pytest.mark.parametrize(
+    ("mode", "fusion"), [("client", "zscore"), ("client", "rrf"), ("server", "minmax"), ("server", "rrf")]
+)
+def test_hybrid_search_both_ways(
+    indexed: OpenSearchBackend, embedder: Embedder, mode: str, fusion: str
+) -> None:
+    options = SearchOptions(recall_depth=10, hybrid_mode=mode, fusion=fusion)  # type: ignore[arg-type]
+    pipeline = SearchPipeline(indexed, embedder, None, options)
+    result = pipeline.search("why does the moon change its shape", k=3, rerank=False)
+    assert result.hits[0].id == "moon"
+    top = result.hits[0]
+    assert top.bm25_score is not None and top.bm25_score > 0
+    assert top.vector_score is not None and 0 < top.vector_score <= 1.0
+    filtered = pipeline.search("moon", k=10, filters={"topic": "cooking"}, rerank=False)
+    assert {h.id for h in filtered.hits} == {"steak", "bread"}
+
+
+def test_hybrid_modes_agree_on_scores_per_leg(indexed: OpenSearchBackend, embedder: Embedder) -> None:
+    client_side = SearchPipeline(indexed, embedder, None, SearchOptions(recall_depth=10, fusion="minmax"))
+    server_side = SearchPipeline(
+        indexed, embedder, None, SearchOptions(recall_depth=10, fusion="minmax", hybrid_mode="server")
+    )
+    a = {h.id: h for h in client_side.search("moon tides", k=5, rerank=False).hits}
+    b = {h.id: h for h in server_side.search("moon tides", k=5, rerank=False).hits}
+    for doc_id in a.keys() & b.keys():
+        if a[doc_id].bm25_score is not None and b[doc_id].bm25_score is not None:
+            assert a[doc_id].bm25_score == pytest.approx(b[doc_id].bm25_score, rel=1e-4)
+        if a[doc_id].vector_score is not None and b[doc_id].vector_score is not None:
+            assert a[doc_id].vector_score == pytest.approx(b[doc_id].vector_score, abs=1e-4)
+
+
+def test_pages_never_repeat(indexed: OpenSearchBackend, embedder: Embedder) -> None:
+    pipeline = SearchPipeline(indexed, embedder, None, SearchOptions(recall_depth=10))
+    pages = [pipeline.search("moon", k=2, offset=offset, rerank=False).hits for offset in (0, 2, 4)]
+    ids = [h.id for page in pages for h in page]
+    assert len(ids) == len(set(ids)) == 6
+    assert [h.rank for page in pages for h in page] == [1, 2, 3, 4, 5, 6]
