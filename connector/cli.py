@@ -81,6 +81,9 @@ def search(
         typer.Option("--filter", "-f", help="field=value, field=a,b (any of) or field=lo..hi; repeatable"),
     ] = None,
     no_rerank: Annotated[bool, typer.Option("--no-rerank", help="first-stage (fused) order only")] = False,
+    page: Annotated[
+        int, typer.Option("--page", min=1, help="page of k hits over the same recall window")
+    ] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
     index_name: Annotated[str | None, typer.Option("--index", help="overrides INDEX_NAME")] = None,
 ) -> None:
@@ -96,7 +99,10 @@ def search(
             raise typer.BadParameter(str(exc), param_hint="--filter") from exc
         parsed[name] = value
     pipeline = make_pipeline(settings, backend=open_backend(settings, index_name))
-    result = pipeline.search(query, k=k, filters=parsed or None, rerank=not no_rerank)
+    size = k or settings.top_k
+    result = pipeline.search(
+        query, k=size, filters=parsed or None, rerank=not no_rerank, offset=(page - 1) * size
+    )
     if as_json:
         print(json.dumps(result.to_json(), ensure_ascii=False, indent=2))
         return

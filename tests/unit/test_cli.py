@@ -140,3 +140,14 @@ def test_console_script_turns_errors_into_a_message_and_exit_code_2(env: Path) -
     assert process.returncode == 2
     assert "error:" in process.stderr and "hybrid-rerank index" in process.stderr
     assert "Traceback" not in process.stderr
+
+
+def test_pages_continue_where_the_last_one_ended(env: Path) -> None:
+    runner.invoke(app, ["index", str(corpus(env))])
+    pages = [
+        json.loads(runner.invoke(app, ["search", "food", "--json", "-k", "1", "--page", str(p)]).stdout)
+        for p in (1, 2, 3)
+    ]
+    ids = [page["hits"][0]["id"] for page in pages]
+    assert len(set(ids)) == 3
+    assert [page["hits"][0]["rank"] for page in pages] == [1, 2, 3]

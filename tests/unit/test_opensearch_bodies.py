@@ -1,0 +1,186 @@
+"""OpenSearch request bodies and the mapping, built by pure functions, checked against expected dicts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import mappings
+from connector.backends import opensearch_bodies as bodies
+from connector.backends.base import Range
+from connector.documents import Document
+
+
+def test_filters_become_term_terms_and_range_clauses() -> None:
+    clauses = bodies.filter_clauses({"topic": "moon", "tags": ["a", "b"], "year": Range(gte=2019, lte=None)})
+    assert clauses == [
+        {"term": {"metadata.topic": "moon"}},
+        {"terms": {"metadata.tags": ["a", "b"]}},
+        {"range": {"metadata.year": {"gte": 2019}}},
+    ]
+    assert bodies.filter_clauses(None) == []
+
+
+def test_match_query_boosts_the_title_and_filters() -> None:
+    multi = {
+        "multi_match": {
+            "query": "q",
+            "fields": ["title^2", "text"],
+            "type": "best_fields",
+            "tie_breaker": 0.3,
+        }
+    }
+    assert bodies.match_query("q", None) == multi
+    assert bodies.match_query("q", {"topic": "x"}) == {
+        "bool": {"must": [multi], "filter": [{"term": {"metadata.topic": "x"}}]}
+    }
+
+
+def test_knn_query_filters_inside_the_graph_search() -> None:
+    vector = np.array([0.5, 0.25], dtype=np.float32)
+    assert bodies.knn_query(vector, 7, None) == {"knn": {"embedding": {"vector": [0.5, 0.25], "k": 7}}}
+    assert bodies.knn_query(vector, 7, {"topic": "x"}) == {
+        "knn": {
+            "embedding": {
+                "vector": [0.5, 0.25],
+                "k": 7,
+                "filter": {"bool": {"filter": [{"term": {"metadata.topic": "x"}}]}},
+            }
+        }
+    }
+
+
+def test_recall_is_one_msearch_with_both_legs() -> None:
+    vector = np.array([1.0, 0.0], dtype=np.float32)
+    body = bodies.recall_msearch("q", vector, 5, None, "idx")
+    assert body[0] == body[2] == {"index": "idx"}
+    assert body[1]["query"] == bodies.match_query("q", None) and body[1]["size"] == 5
+    assert body[3]["query"] == bodies.knn_query(vector, 5, None)
+    assert "embedding" not in body[1]["_source"]  # vectors never travel back
+
+
+def test_hybrid_body_holds_both_legs() -> None:
+    vector = np.array([1.0, 0.0], dtype=np.float32)
+    body = bodies.hybrid_body("q", vector, 9, {"a": 1})
+    assert body["query"]["hybrid"]["queries"] == [
+        bodies.match_query("q", {"a": 1}),
+        bodies.knn_query(vector, 9, {"a": 1}),
+    ]
+
+
+def test_bulk_actions_upsert_by_id() -> None:
+    doc = Document("d1", "text", "title", {"k": "v"})
+    (action,) = bodies.bulk_actions("idx-v1", [doc], [np.array([0.5, 1.0], dtype=np.float32)])
+    assert action == {
+        "_op_type": "index",
+        "_index": "idx-v1",
+        "_id": "d1",
+        "_source": {
+            "doc_id": "d1",
+            "title": "title",
+            "text": "text",
+            "metadata": {"k": "v"},
+            "embedding": [0.5, 1.0],
+        },
+    }
+
+
+def test_responses_parse_into_documents_with_cosines() -> None:
+    response = {
+        "hits": {
+            "hits": [{"_id": "a", "_score": 0.9, "_source": {"title": "T", "text": "x", "metadata": {}}}]
+        }
+    }
+    (hit,) = bodies.parse_leg(response, vector_leg=True)
+    assert hit.document == Document("a", "x", "T", {})
+    assert hit.score == pytest.approx(0.8)  # (1 + cos) / 2 = 0.9
+    assert bodies.parse_leg(response, vector_leg=False)[0].score == 0.9
+
+
+def test_leg_scores_are_read_from_the_hybrid_explanation() -> None:
+    explanation = {
+        "details": [
+            {
+                "description": "min_max normalization of:",
+                "details": [{"value": 3.5, "description": "max of:"}],
+            },
+            {
+                "description": "min_max normalization of:",
+                "details": [{"value": 0.75, "description": "within top 10"}],
+            },
+        ]
+    }
+    assert bodies.leg_scores_from_explanation(explanation) == (3.5, pytest.approx(0.5))
+    only_knn = {"details": [{"details": [{"value": 1.0, "description": "within top 10"}]}]}
+    assert bodies.leg_scores_from_explanation(only_knn) == (None, 1.0)
+
+
+def test_bulk_failures_name_the_document_and_the_reason() -> None:
+    item = {
+        "index": {
+            "_id": "b",
+            "status": 400,
+            "error": {
+                "type": "mapper_parsing_exception",
+                "reason": "failed to parse",
+                "caused_by": {"type": "number_format_exception", "reason": 'For input string: "soon"'},
+            },
+        }
+    }
+    failure = bodies.failure_from_item(item)
+    assert failure.doc_id == "b"
+    assert failure.reason == (
+        "HTTP 400: mapper_parsing_exception: failed to parse "
+        '(number_format_exception: For input string: "soon")'
+    )
+
+
+def test_index_body_is_the_json_file_with_parameters() -> None:
+    body = mappings.index_body(dimension=384, embedding_model="m", analyzer="cjk", m=24, ef_construction=256)
+    template = mappings.load("index.json")
+    assert body["settings"] == template["settings"]
+    assert body["settings"]["index"]["number_of_replicas"] == 0
+    properties = body["mappings"]["properties"]
+    assert properties["title"]["analyzer"] == properties["text"]["analyzer"] == "cjk"
+    assert properties["embedding"] == {
+        "type": "knn_vector",
+        "dimension": 384,
+        "method": {
+            "name": "hnsw",
+            "engine": "lucene",
+            "space_type": "cosinesimil",
+            "parameters": {"m": 24, "ef_construction": 256},
+        },
+    }
+    assert body["mappings"]["_meta"] == {
+        "format": 1,
+        "embedding_model": "m",
+        "dimension": 384,
+        "analyzer": "cjk",
+    }
+    assert mappings.load("index.json") == template  # callers get copies
+
+
+def test_pipelines_carry_technique_weights_and_rank_constant() -> None:
+    normalization = mappings.normalization_pipeline_body("l2", (0.3, 0.7))
+    processor = normalization["phase_results_processors"][0]["normalization-processor"]
+    assert processor == {
+        "normalization": {"technique": "l2"},
+        "combination": {"technique": "arithmetic_mean", "parameters": {"weights": [0.3, 0.7]}},
+    }
+    rrf = mappings.rrf_pipeline_body(20)
+    assert rrf["phase_results_processors"][0]["score-ranker-processor"] == {
+        "combination": {"technique": "rrf", "rank_constant": 20}
+    }
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"dimension": 0, "embedding_model": "m"}, "dimension"),
+        ({"dimension": 4, "embedding_model": "m", "analyzer": "x"}, "analyzer"),
+    ],
+)
+def test_bad_mapping_parameters_are_refused(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        mappings.index_body(**kwargs)  # type: ignore[arg-type]
