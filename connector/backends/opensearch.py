@@ -69,6 +69,7 @@ class OpenSearchBackend:
         analyzer: mappings.Analyzer = "english_cjk",
         hnsw_m: int = 16,
         hnsw_ef_construction: int = 128,
+        title_boost: float = 1.0,
         chunk_docs: int = 500,
         chunk_bytes: int = 10_000_000,
         max_document_bytes: int = 5_000_000,
@@ -85,6 +86,7 @@ class OpenSearchBackend:
         self.analyzer = analyzer
         self.hnsw_m = hnsw_m
         self.hnsw_ef_construction = hnsw_ef_construction
+        self.title_boost = title_boost
         self.chunk_docs = chunk_docs
         self.chunk_bytes = chunk_bytes
         self.max_document_bytes = max_document_bytes
@@ -103,6 +105,7 @@ class OpenSearchBackend:
             analyzer=settings.opensearch_analyzer,
             hnsw_m=settings.hnsw_m,
             hnsw_ef_construction=settings.hnsw_ef_construction,
+            title_boost=settings.title_boost,
         )
 
     # --- errors: the one place the client's exceptions become ours -------------------------------------
@@ -271,7 +274,7 @@ class OpenSearchBackend:
 
     def recall(self, query: str, vector: Vector, size: int, filters: Filters | None = None) -> Recall:
         """Both legs in one `_msearch` round trip."""
-        body = bodies.recall_msearch(query, vector, size, filters, self.alias)
+        body = bodies.recall_msearch(query, vector, size, filters, self.alias, self.title_boost)
         response = self._call(lambda: self.client.msearch(body=body), "search")
         legs = response["responses"]
         for leg in legs:
@@ -289,7 +292,7 @@ class OpenSearchBackend:
         )
 
     def bm25(self, query: str, size: int, filters: Filters | None = None) -> list[LegHit]:
-        body = bodies.search_body(bodies.match_query(query, filters), size)
+        body = bodies.search_body(bodies.match_query(query, filters, self.title_boost), size)
         return bodies.parse_leg(self._search(body), vector_leg=False)
 
     def knn(self, vector: Vector, size: int, filters: Filters | None = None) -> list[LegHit]:
@@ -312,7 +315,7 @@ class OpenSearchBackend:
         Returns (document, fused score, BM25 raw score, cosine) per hit, best first; the raw leg scores come
         from the pipeline's score explanation."""
         pipeline = self._ensure_pipeline(fusion, bm25_weight, rrf_k)
-        body = bodies.hybrid_body(query, vector, size, filters)
+        body = bodies.hybrid_body(query, vector, size, filters, self.title_boost)
         response = self._call(
             lambda: self.client.search(
                 index=self.alias, body=body, params={"search_pipeline": pipeline, "explain": "true"}

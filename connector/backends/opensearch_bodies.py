@@ -13,7 +13,6 @@ from connector.errors import DocumentFailure
 
 VECTOR_FIELD = "embedding"
 SOURCE_FIELDS = ["doc_id", "title", "text", "metadata"]
-TITLE_BOOST = 2.0
 
 
 def filter_clauses(filters: Filters | None) -> list[dict[str, Any]]:
@@ -31,13 +30,13 @@ def filter_clauses(filters: Filters | None) -> list[dict[str, Any]]:
     return clauses
 
 
-def match_query(query: str, filters: Filters | None) -> dict[str, Any]:
-    """BM25 over title (boosted) and text. `multi_match` never parses query syntax, so `AND`, `(`, `"`,
-    `~` or `\\` in a user's query are plain text, not a parse error."""
+def match_query(query: str, filters: Filters | None, title_boost: float = 1.0) -> dict[str, Any]:
+    """BM25 over title (times `title_boost`) and text. `multi_match` never parses query syntax, so `AND`,
+    `(`, `"`, `~` or `\\` in a user's query are plain text, not a parse error."""
     match = {
         "multi_match": {
             "query": query,
-            "fields": [f"title^{TITLE_BOOST:g}", "text"],
+            "fields": [f"title^{title_boost:g}", "text"],
             "type": "best_fields",
             "tie_breaker": 0.3,
         }
@@ -60,24 +59,23 @@ def search_body(query: dict[str, Any], size: int) -> dict[str, Any]:
 
 
 def recall_msearch(
-    query: str, vector: Vector, size: int, filters: Filters | None, index: str
+    query: str, vector: Vector, size: int, filters: Filters | None, index: str, title_boost: float = 1.0
 ) -> list[dict[str, Any]]:
     """One `_msearch` body: the BM25 leg, then the k-NN leg, under the same filters."""
     return [
         {"index": index},
-        search_body(match_query(query, filters), size),
+        search_body(match_query(query, filters, title_boost), size),
         {"index": index},
         search_body(knn_query(vector, size, filters), size),
     ]
 
 
-def hybrid_body(query: str, vector: Vector, size: int, filters: Filters | None) -> dict[str, Any]:
+def hybrid_body(
+    query: str, vector: Vector, size: int, filters: Filters | None, title_boost: float = 1.0
+) -> dict[str, Any]:
     """One server-side `hybrid` query (neural-search); it must run through a normalization search pipeline."""
-    return {
-        "size": size,
-        "_source": SOURCE_FIELDS,
-        "query": {"hybrid": {"queries": [match_query(query, filters), knn_query(vector, size, filters)]}},
-    }
+    legs = [match_query(query, filters, title_boost), knn_query(vector, size, filters)]
+    return {"size": size, "_source": SOURCE_FIELDS, "query": {"hybrid": {"queries": legs}}}
 
 
 def cosine_from_score(score: float) -> float:

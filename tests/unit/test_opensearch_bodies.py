@@ -30,8 +30,9 @@ def test_match_query_boosts_the_title_and_filters() -> None:
             "tie_breaker": 0.3,
         }
     }
-    assert bodies.match_query("q", None) == multi
-    assert bodies.match_query("q", {"topic": "x"}) == {
+    assert bodies.match_query("q", None, title_boost=2.0) == multi
+    assert bodies.match_query("q", None)["multi_match"]["fields"] == ["title^1", "text"]
+    assert bodies.match_query("q", {"topic": "x"}, 2.0) == {
         "bool": {"must": [multi], "filter": [{"term": {"metadata.topic": "x"}}]}
     }
 
