@@ -32,20 +32,17 @@ def make_embedder(settings: Settings) -> Embedder:
 
 
 def make_scorer(settings: Settings) -> CrossEncoderScorer | None:
-    if settings.rerank_model is None:
-        return None
-    return CrossEncoderScorer(
-        settings.rerank_model,
-        max_length=settings.rerank_max_length,
-        batch_size=settings.rerank_batch_size,
-        device=settings.rerank_device,
-        backend=settings.rerank_backend,
-        max_passages=settings.rerank_max_passages,
-        trust_remote_code=settings.trust_remote_code,
-    )
+    return CrossEncoderScorer.from_settings(settings)
 
 
 def make_reranker(settings: Settings) -> Reranker | None:
+    """Celery workers when REDIS_URL is set, else the same scorer in this process; None when off."""
+    if settings.rerank_model is None:
+        return None
+    if settings.uses_celery:
+        from connector.celery_rerank import CeleryReranker
+
+        return CeleryReranker.from_settings(settings)
     scorer = make_scorer(settings)
     return None if scorer is None else InProcessReranker(scorer)
 

@@ -58,6 +58,13 @@ class Settings(BaseSettings):
     rerank_device: str | None = None
     rerank_backend: RerankBackendName = "torch"
     rerank_max_passages: int = Field(4, gt=0, description="long documents are scored by their best passage")
+    rerank_threads: int | None = Field(None, gt=0, description="torch threads per worker process")
+
+    # Celery dispatch (with REDIS_URL).
+    rerank_deadline_ms: int = Field(3000, gt=0, description="past it, search returns the first-stage order")
+    rerank_visibility_timeout_s: int = Field(600, gt=0, description="a task unacked this long is redelivered")
+    rerank_result_ttl_s: int = Field(3600, gt=0)
+    rerank_cache_ttl_s: int = Field(86400, ge=0, description="score cache in Redis; 0 turns it off")
 
     # Never on by default: it runs Python code shipped with a model.
     trust_remote_code: bool = False

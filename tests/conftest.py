@@ -17,7 +17,7 @@ import pytest
 from tests.tiny_models import build_tiny_cross_encoder
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATASETS = REPO.parent / "shared" / "datasets"
+SHARED_DATASETS = Path(os.environ.get("HYBRID_RERANK_DATASETS", REPO.parent / "shared" / "datasets"))
 
 
 @pytest.fixture(scope="session")

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from connector.errors import ModelLoadError, describe_exception
 from connector.models import ModelSource, resolve_model
+
+if TYPE_CHECKING:
+    from connector.settings import Settings
 
 ScorerBackend = Literal["torch", "onnx"]
 SUPPORTED_BACKENDS: tuple[str, ...] = ("torch", "onnx")
@@ -21,6 +24,8 @@ SUPPORTED_BACKENDS: tuple[str, ...] = ("torch", "onnx")
 MAX_QUERY_SHARE = 0.5
 # Consecutive passages overlap by this share of a passage, so no sentence is cut at every boundary.
 PASSAGE_OVERLAP = 0.25
+# Generous characters per token: text beyond what the passages can cover is never tokenized or sent.
+CHARS_PER_TOKEN = 12
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,31 @@ class CrossEncoderScorer:
         self.trust_remote_code = trust_remote_code
         self._model: Any = None
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> CrossEncoderScorer | None:
+        """The configured scorer, or None when RERANK_MODEL is off."""
+        if settings.rerank_model is None:
+            return None
+        return cls(
+            settings.rerank_model,
+            max_length=settings.rerank_max_length,
+            batch_size=settings.rerank_batch_size,
+            device=settings.rerank_device,
+            backend=settings.rerank_backend,
+            max_passages=settings.rerank_max_passages,
+            trust_remote_code=settings.trust_remote_code,
+        )
+
+    @property
+    def max_chars(self) -> int:
+        """Characters of a document the model can read at most; the rest is cut before tokenizing."""
+        return max_readable_chars(self.max_length, self.max_passages)
+
+    @property
+    def cache_key(self) -> str:
+        """Everything that changes a score, for the score cache."""
+        return f"{self.model_name}|{self.backend}|{self.max_length}|{self.max_passages}"
+
     @property
     def description(self) -> str:
         return f"{self.model_name} ({self.source.origin}; {self.backend}, max_length {self.max_length})"
@@ -102,6 +132,7 @@ class CrossEncoderScorer:
     def passages(self, query: str, text: str) -> list[str]:
         """`text` cut into passages that fit the window beside `query` (the whole text when it fits)."""
         tokenizer = self.load().tokenizer
+        text = text[: self.max_chars]
         window = self.max_length - tokenizer.num_special_tokens_to_add(pair=True)
         query_tokens = len(tokenizer(query, add_special_tokens=False, verbose=False)["input_ids"])
         budget = max(window - min(query_tokens, int(window * MAX_QUERY_SHARE)), 1)
@@ -135,6 +166,10 @@ class CrossEncoderScorer:
         for owner, value in zip(owners, raw.reshape(len(pairs), -1)[:, 0].tolist(), strict=True):
             best[owner] = max(best[owner], float(value))
         return [ScoredCandidate(c.id, s) for c, s in zip(candidates, best, strict=True)]
+
+
+def max_readable_chars(max_length: int, max_passages: int) -> int:
+    return max_length * max_passages * CHARS_PER_TOKEN
 
 
 class RerankInputError(ValueError):

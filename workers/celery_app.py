@@ -1,0 +1,57 @@
+"""The Celery app, built from the settings. Workers start with `celery -A workers worker`; the connector
+builds the same app to send tasks. JSON only (never pickle), late acks with redelivery of a task whose
+worker died, one task at a time per process, results that expire, and a queue per rerank model."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import PurePath
+
+from celery import Celery
+
+from connector.errors import ConfigurationError
+from connector.settings import Settings
+
+TASK_NAME = "hybrid_rerank.rerank"
+
+
+def queue_for(model: str) -> str:
+    """`rerank.<readable name>-<hash>`: the same RERANK_MODEL on both sides gives the same queue."""
+    readable = re.sub(r"[^A-Za-z0-9_.-]+", "-", PurePath(model).name or model).strip("-")[:60] or "model"
+    digest = hashlib.sha1(model.encode("utf-8")).hexdigest()[:8]
+    return f"rerank.{readable}-{digest}"
+
+
+def make_app(settings: Settings) -> Celery:
+    if settings.redis_url is None:
+        raise ConfigurationError("REDIS_URL is not set: the Celery workers need a Redis broker")
+    if settings.rerank_model is None:
+        raise ConfigurationError("RERANK_MODEL is off: there is nothing for a rerank worker to serve")
+    url = settings.redis_url.get_secret_value()
+    app = Celery("hybrid_rerank", broker=url, backend=url, include=["workers.tasks"])
+    connect_timeout = 2.0  # loopback or LAN: a broker that does not answer in 2 s is down
+    app.conf.update(
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        task_acks_late=True,  # a task is acknowledged when done, so a killed worker's task is redelivered
+        task_reject_on_worker_lost=True,
+        task_track_started=True,
+        worker_prefetch_multiplier=1,  # long tasks: never hold a second one while scoring the first
+        worker_max_tasks_per_child=None,  # keep the loaded model
+        task_default_queue=queue_for(settings.rerank_model),
+        result_expires=settings.rerank_result_ttl_s,
+        broker_transport_options={
+            "visibility_timeout": settings.rerank_visibility_timeout_s,
+            "socket_connect_timeout": connect_timeout,
+            "socket_timeout": 30.0,
+        },
+        redis_socket_connect_timeout=connect_timeout,
+        redis_socket_timeout=30.0,
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+    )
+    return app
