@@ -19,9 +19,6 @@ from connector.settings import Settings
 from workers.celery_app import TASK_NAME, make_app, queue_for
 from workers.reranking import Candidate, max_readable_chars
 
-# Publishing to a broker that is down must fail fast, well inside any deadline.
-PUBLISH_RETRY = {"max_retries": 1, "interval_start": 0.0, "interval_step": 0.1, "interval_max": 0.1}
-
 
 class CeleryReranker:
     def __init__(self, app: Celery, model: str, *, deadline_ms: int, max_chars: int) -> None:
@@ -36,7 +33,7 @@ class CeleryReranker:
     def from_settings(cls, settings: Settings) -> CeleryReranker:
         assert settings.rerank_model is not None
         return cls(
-            make_app(settings),
+            make_app(settings, fail_fast=True),
             settings.rerank_model,
             deadline_ms=settings.rerank_deadline_ms,
             max_chars=max_readable_chars(settings.rerank_max_length, settings.rerank_max_passages),
@@ -58,8 +55,7 @@ class CeleryReranker:
             args=[self.payload(query, candidates)],
             queue=self.queue,
             expires=expires_s,  # a worker discards a task that starts too late to matter
-            retry=True,
-            retry_policy=PUBLISH_RETRY,
+            retry=True,  # with the fail-fast policy of make_app(fail_fast=True)
         )
         return str(result.id)
 
@@ -67,20 +63,16 @@ class CeleryReranker:
         """The outcome of a submitted task: None while it is pending (timeout_s=None: do not wait)."""
         result = AsyncResult(task_id, app=self.app)
         try:
-            if timeout_s is None:
-                if not result.ready():
-                    return None
-                reply = result.get(timeout=1.0, propagate=False)
-            else:
-                reply = result.get(timeout=timeout_s, propagate=False)
+            if timeout_s is None and not result.ready():
+                return None
+            reply = result.get(timeout=1.0 if timeout_s is None else timeout_s, propagate=False)
+            state = result.state
+            result.forget()  # read once: drop it from Redis now instead of at expiry
         except CeleryTimeout:
             return None
         except Exception as exc:  # the result backend (Redis) is down
             return RerankOutcome.failed(f"rerank result unavailable: {describe_exception(exc)}")
-        finally:
-            if result.ready():
-                result.forget()
-        return _outcome(result.state, reply)
+        return _outcome(state, reply)
 
     # --- the Reranker protocol: synchronous with a deadline -------------------------------------------
 

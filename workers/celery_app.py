@@ -23,7 +23,9 @@ def queue_for(model: str) -> str:
     return f"rerank.{readable}-{digest}"
 
 
-def make_app(settings: Settings) -> Celery:
+def make_app(settings: Settings, *, fail_fast: bool = False) -> Celery:
+    """`fail_fast` is for the searching side: with the broker down it gives up at once (search then degrades
+    within its deadline) instead of retrying for many seconds as a worker should."""
     if settings.redis_url is None:
         raise ConfigurationError("REDIS_URL is not set: the Celery workers need a Redis broker")
     if settings.rerank_model is None:
@@ -54,4 +56,10 @@ def make_app(settings: Settings) -> Celery:
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
     )
+    if fail_fast:
+        quick = {"max_retries": 1, "interval_start": 0.0, "interval_step": 0.1, "interval_max": 0.1}
+        app.conf.update(
+            task_publish_retry_policy=quick,
+            result_backend_transport_options={"retry_policy": quick},
+        )
     return app

@@ -26,6 +26,8 @@ MAX_QUERY_SHARE = 0.5
 PASSAGE_OVERLAP = 0.25
 # Generous characters per token: text beyond what the passages can cover is never tokenized or sent.
 CHARS_PER_TOKEN = 12
+# A request carrying more text than this per candidate is a client bug, not a document to read.
+MAX_CANDIDATE_CHARS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -186,6 +188,8 @@ def parse_request(payload: object) -> tuple[str, list[Candidate]]:
     raw = payload.get("candidates")
     if not isinstance(raw, list):
         raise RerankInputError("'candidates' must be a list")
+    if not raw:
+        raise RerankInputError("'candidates' is empty: there is nothing to rerank")
     candidates: list[Candidate] = []
     for position, item in enumerate(raw):
         if not isinstance(item, dict):
@@ -195,6 +199,11 @@ def parse_request(payload: object) -> tuple[str, list[Candidate]]:
             raise RerankInputError(f"candidate {position}: 'id' must be a non-empty string")
         if not isinstance(text, str):
             raise RerankInputError(f"candidate {position} ({doc_id}): 'text' must be a string")
+        if len(text) > MAX_CANDIDATE_CHARS:
+            raise RerankInputError(
+                f"candidate {position} ({doc_id}): text is {len(text):,} characters, over the limit of "
+                f"{MAX_CANDIDATE_CHARS:,}; send only what the model reads"
+            )
         candidates.append(Candidate(doc_id, text))
     return query, candidates
 

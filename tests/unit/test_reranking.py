@@ -68,7 +68,6 @@ def test_request_round_trip_is_plain_json(scorer: CrossEncoderScorer) -> None:
     assert reply["model"] == scorer.model_name
     assert [item["id"] for item in reply["scores"]] == ["x"]
     assert isinstance(reply["scores"][0]["score"], float)
-    assert rerank_request(scorer, {"query": "moon", "candidates": []})["scores"] == []
 
 
 @pytest.mark.parametrize(
@@ -78,6 +77,8 @@ def test_request_round_trip_is_plain_json(scorer: CrossEncoderScorer) -> None:
         ({"candidates": []}, "'query'"),
         ({"query": " ", "candidates": []}, "'query'"),
         ({"query": "q"}, "'candidates' must be a list"),
+        ({"query": "q", "candidates": []}, "'candidates' is empty"),
+        ({"query": "q", "candidates": [{"id": "a", "text": "x" * 1_000_001}]}, "over the limit of 1,000,000"),
         ({"query": "q", "candidates": ["x"]}, "candidate 0 must be an object"),
         ({"query": "q", "candidates": [{"id": "", "text": "t"}]}, "'id'"),
         (
@@ -104,3 +105,10 @@ def test_a_missing_model_gives_an_actionable_error(tmp_path: Path) -> None:
 def test_unknown_backend_is_refused() -> None:
     with pytest.raises(ModelLoadError, match="unknown rerank backend 'tensorrt'"):
         CrossEncoderScorer("x", backend="tensorrt")  # type: ignore[arg-type]
+
+
+def test_text_past_what_the_model_reads_is_cut_before_tokenizing(scorer: CrossEncoderScorer) -> None:
+    huge = "moon " * 100_000
+    assert scorer.max_chars == 32 * 3 * 12
+    passages = scorer.passages("moon", huge)
+    assert len(passages) == 3 and sum(len(p) for p in passages) <= 2 * scorer.max_chars

@@ -1,0 +1,62 @@
+"""The Celery app's configuration, checked without a broker: building an app connects to nothing."""
+
+from __future__ import annotations
+
+import pytest
+
+from connector.errors import ConfigurationError
+from connector.settings import Settings, load_settings
+from workers.celery_app import TASK_NAME, make_app, queue_for
+
+
+@pytest.fixture
+def settings(monkeypatch: pytest.MonkeyPatch) -> Settings:
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6399/0")
+    monkeypatch.setenv("RERANK_MODEL", "/models/ms-marco-MiniLM-L-6-v2")
+    monkeypatch.setenv("RERANK_VISIBILITY_TIMEOUT_S", "120")
+    return load_settings(_env_file=None)
+
+
+def test_json_only_late_acks_and_one_task_at_a_time(settings: Settings) -> None:
+    conf = make_app(settings).conf
+    assert conf.task_serializer == conf.result_serializer == "json"
+    assert list(conf.accept_content) == ["json"] and list(conf.result_accept_content) == ["json"]
+    assert conf.task_acks_late and conf.task_reject_on_worker_lost
+    assert conf.worker_prefetch_multiplier == 1
+    assert conf.broker_transport_options["visibility_timeout"] == 120
+    assert conf.result_expires == 3600
+    assert conf.task_default_queue == queue_for("/models/ms-marco-MiniLM-L-6-v2")
+
+
+def test_the_searching_side_fails_fast(settings: Settings) -> None:
+    worker, client = make_app(settings).conf, make_app(settings, fail_fast=True).conf
+    assert client.task_publish_retry_policy["max_retries"] == 1
+    assert client.result_backend_transport_options["retry_policy"]["max_retries"] == 1
+    assert not worker.get("result_backend_transport_options")
+
+
+def test_a_queue_per_model() -> None:
+    assert queue_for("/a/ms-marco-MiniLM-L-6-v2").startswith("rerank.ms-marco-MiniLM-L-6-v2-")
+    assert queue_for("/a/model") != queue_for("/b/model")
+    assert queue_for("BAAI/bge-reranker-v2-m3") == queue_for("BAAI/bge-reranker-v2-m3")
+
+
+def test_missing_redis_or_model_is_a_configuration_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    with pytest.raises(ConfigurationError, match="REDIS_URL"):
+        make_app(load_settings(_env_file=None))
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6399/0")
+    monkeypatch.setenv("RERANK_MODEL", "none")
+    with pytest.raises(ConfigurationError, match="RERANK_MODEL"):
+        make_app(load_settings(_env_file=None))
+
+
+def test_celery_finds_the_app_in_the_workers_package(settings: Settings) -> None:
+    from celery.app.utils import find_app
+
+    import workers
+
+    workers.__dict__.pop("app", None)
+    app = find_app("workers")
+    assert TASK_NAME in app.tasks or "workers.tasks" in app.conf.include
+    workers.__dict__.pop("app", None)
