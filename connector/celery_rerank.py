@@ -19,6 +19,9 @@ from connector.settings import Settings
 from workers.celery_app import TASK_NAME, make_app, queue_for
 from workers.reranking import Candidate, max_readable_chars
 
+POLL_FIRST_S = 0.002
+POLL_MAX_S = 0.02
+
 
 class CeleryReranker:
     def __init__(self, app: Celery, model: str, *, deadline_ms: int, max_chars: int) -> None:
@@ -60,12 +63,21 @@ class CeleryReranker:
         return str(result.id)
 
     def collect(self, task_id: str, timeout_s: float | None = None) -> RerankOutcome | None:
-        """The outcome of a submitted task: None while it is pending (timeout_s=None: do not wait)."""
+        """The outcome of a submitted task, waiting up to `timeout_s` (None: do not wait); None while it is
+        still pending."""
         result = AsyncResult(task_id, app=self.app)
         try:
-            if timeout_s is None and not result.ready():
-                return None
-            reply = result.get(timeout=1.0 if timeout_s is None else timeout_s, propagate=False)
+            # Poll the result key instead of `result.get(timeout=...)`, whose drain loop can overshoot a
+            # deadline by up to a second; a GET on loopback costs well under a millisecond.
+            deadline = time.monotonic() + (timeout_s or 0.0)
+            pause = POLL_FIRST_S
+            while not result.ready():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                time.sleep(min(pause, remaining))
+                pause = min(pause * 1.5, POLL_MAX_S)
+            reply = result.get(timeout=1.0, propagate=False)
             state = result.state
             result.forget()  # read once: drop it from Redis now instead of at expiry
         except CeleryTimeout:

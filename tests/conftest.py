@@ -20,28 +20,42 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = Path(os.environ.get("HYBRID_RERANK_DATASETS", REPO.parent / "shared" / "datasets"))
 
 
-@pytest.fixture(scope="session")
-def opensearch_url() -> Iterator[str]:
-    """A real OpenSearch node on loopback, started by the project's own script when not given.
+def _service(script: str, env_var: str, extra_env: dict[str, str] | None = None) -> Iterator[str]:
+    """A service started by the project's own script (or given by scripts/test through `env_var`).
 
-    scripts/test starts the node and passes its URL in HYBRID_RERANK_TEST_OPENSEARCH; run alone, this fixture
-    starts one and stops it afterwards. Under CI a node that cannot start fails the tests, never skips them.
-    """
-    given = os.environ.get("HYBRID_RERANK_TEST_OPENSEARCH")
-    if given:
+    Under CI a service that cannot start fails the tests that need it, never skips them."""
+    given = os.environ.get(env_var)
+    if given and not extra_env:
         yield given
         return
-    script = str(REPO / "scripts" / "opensearch")
-    was_running = subprocess.run([script, "status"], capture_output=True, check=False).returncode == 0
-    started = subprocess.run([script, "start"], capture_output=True, text=True, timeout=900, check=False)
+    command = str(REPO / "scripts" / script)
+    env = {**os.environ, **(extra_env or {})}
+    was_running = (
+        subprocess.run([command, "status"], capture_output=True, env=env, check=False).returncode == 0
+    )
+    started = subprocess.run(
+        [command, "start"], capture_output=True, text=True, env=env, timeout=900, check=False
+    )
     if started.returncode != 0:
-        message = f"OpenSearch did not start:\n{started.stdout[-3000:]}\n{started.stderr[-3000:]}"
+        message = f"scripts/{script} start failed:\n{started.stdout[-3000:]}\n{started.stderr[-3000:]}"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
     yield started.stdout.strip().splitlines()[-1]
     if not was_running:
-        subprocess.run([script, "stop"], capture_output=True, check=False)
+        subprocess.run([command, "stop"], capture_output=True, env=env, check=False)
+
+
+@pytest.fixture(scope="session")
+def opensearch_url() -> Iterator[str]:
+    """A real OpenSearch node on loopback (scripts/opensearch)."""
+    yield from _service("opensearch", "HYBRID_RERANK_TEST_OPENSEARCH")
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A real Redis server on loopback (scripts/redis)."""
+    yield from _service("redis", "HYBRID_RERANK_TEST_REDIS")
 
 
 @pytest.fixture(scope="session")

@@ -97,8 +97,10 @@ WORDS = [
 ]
 
 
-def build_tiny_cross_encoder(folder: Path, seed: int = 0) -> Path:
-    """A 2-layer, 32-wide BERT with a one-logit head, saved as a sentence-transformers CrossEncoder folder."""
+def build_tiny_cross_encoder(folder: Path, seed: int = 0, *, hidden: int = 32, layers: int = 2) -> Path:
+    """A small BERT (2 layers, 32 wide unless told) with a one-logit head, saved as a sentence-transformers
+    CrossEncoder folder. `hidden=384, layers=6` gives MiniLM-L6's size and speed, for tests that need a
+    task to take a while."""
     import torch
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
@@ -114,10 +116,10 @@ def build_tiny_cross_encoder(folder: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     config = BertConfig(
         vocab_size=len(vocab),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=2 if hidden < 64 else hidden // 64,
+        intermediate_size=hidden * 2 if hidden < 64 else hidden * 4,
         max_position_embeddings=512,
         num_labels=1,
     )

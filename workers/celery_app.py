@@ -47,13 +47,16 @@ def make_app(settings: Settings, *, fail_fast: bool = False) -> Celery:
         result_expires=settings.rerank_result_ttl_s,
         broker_transport_options={
             "visibility_timeout": settings.rerank_visibility_timeout_s,
+            # Look for tasks of dead workers every 5 s (kombu's default scans every ~100 s), so a task
+            # comes back about `visibility_timeout` after its worker died.
+            "unacked_restore_interval": 5,
+            "unacked_restore_throttle": 1,
             "socket_connect_timeout": connect_timeout,
             "socket_timeout": 30.0,
         },
         redis_socket_connect_timeout=connect_timeout,
         redis_socket_timeout=30.0,
         broker_connection_retry_on_startup=True,
-        worker_hijack_root_logger=False,
         worker_send_task_events=False,
     )
     if fail_fast:

@@ -6,6 +6,7 @@ is never imported in the parent, so forking is safe), or in the worker itself fo
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -17,6 +18,7 @@ from workers.reranking import Candidate, CrossEncoderScorer, RerankInputError, p
 from workers.score_cache import ScoreCache
 
 THREADS_ENV = "HYBRID_RERANK_TORCH_THREADS"
+log = logging.getLogger("workers")
 _runtime: dict[str, Any] = {}
 
 
@@ -39,6 +41,7 @@ def _scorer() -> CrossEncoderScorer:
             raise RuntimeError("RERANK_MODEL is off: this worker has no model to serve")
         scorer.load()
         _runtime["scorer"] = scorer
+        log.info("model ready: %s in process %d (%s torch threads)", scorer.description, os.getpid(), threads)
     result: CrossEncoderScorer = _runtime["scorer"]
     return result
 
