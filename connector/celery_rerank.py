@@ -24,8 +24,11 @@ POLL_MAX_S = 0.02
 
 
 class CeleryReranker:
-    def __init__(self, app: Celery, model: str, *, deadline_ms: int, max_chars: int) -> None:
+    def __init__(
+        self, app: Celery, model: str, *, deadline_ms: int, max_chars: int, use_cache: bool = True
+    ) -> None:
         self.app = app
+        self.use_cache = use_cache
         self.model = model
         self.queue = queue_for(model)
         self.deadline_s = deadline_ms / 1000.0
@@ -46,6 +49,7 @@ class CeleryReranker:
         return {
             "query": query,
             "model": self.model,
+            "cache": self.use_cache,
             "candidates": [{"id": c.id, "text": c.text[: self.max_chars]} for c in candidates],
         }
 

@@ -109,6 +109,63 @@ def search(
     _print_result(result, parsed)
 
 
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: baseline and ours in one run, with ratios.")
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("celery")
+def bench_celery(
+    dataset: Annotated[
+        Path | None, typer.Option(help="BEIR folder for queries and candidates (default: demo)")
+    ] = None,
+    queries: Annotated[
+        int, typer.Option(min=1, help="queries measured (cycled if the dataset has fewer)")
+    ] = 50,
+    depth: Annotated[int, typer.Option(min=1, help="candidates reranked per query")] = 30,
+    out_dir: Annotated[Path, typer.Option("--out", help="where the JSON report and the PNG go")] = Path(
+        "bench-results"
+    ),
+    start_worker: Annotated[
+        bool, typer.Option("--start-worker/--no-start-worker", help="start a local worker for the run")
+    ] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="print the JSON report")] = False,
+) -> None:
+    """Rerank latency for the same candidates, in-process vs through Celery workers (p50/p95, overhead)."""
+    from connector.bench import run_celery_bench
+
+    settings = _settings()
+    with progress_bar(err, "queries", queries, unit="queries") as update:
+        report = run_celery_bench(
+            settings,
+            dataset=dataset,
+            n_queries=queries,
+            depth=depth,
+            out_dir=out_dir,
+            start_worker=start_worker,
+            progress=update,
+        )
+    if as_json:
+        print(json.dumps({k: v for k, v in report.items() if k != "samples_ms"}, indent=2))
+        return
+    table = Table(
+        title=f"rerank {depth} candidates x {queries} queries: {report['model']} ({report['machine']})"
+    )
+    for column in ("path", "p50 ms", "p95 ms", "mean ms"):
+        table.add_column(column)
+    for label, key in (("in-process", "in_process_ms"), ("Celery + Redis", "celery_ms")):
+        row = report[key]
+        table.add_row(label, f"{row['p50']:.1f}", f"{row['p95']:.1f}", f"{row['mean']:.1f}")
+    overhead, ratio = report["overhead_ms"], report["ratio"]
+    table.add_row(
+        "overhead",
+        f"{overhead['p50']:+.1f} (x{ratio['p50']:.2f})",
+        f"{overhead['p95']:+.1f} (x{ratio['p95']:.2f})",
+        f"{overhead['mean']:+.1f} (x{ratio['mean']:.2f})",
+    )
+    out.print(table)
+    out.print(f"report: {out_dir / 'bench-celery.json'}, chart: {out_dir / 'bench-celery.png'}")
+
+
 def _print_result(result: object, filters: Filters) -> None:
     from connector.pipeline import SearchResult
 

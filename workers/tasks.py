@@ -98,8 +98,8 @@ def score_request(
 
 @shared_task(name=TASK_NAME, bind=True)
 def rerank(self: Any, payload: Any) -> dict[str, Any]:
-    """Plain JSON in: {"query", "candidates": [{"id", "text"}], "model"}; plain JSON out: scores, or an
-    "error" that says what was wrong with the request. A bad request never takes the worker down."""
+    """Plain JSON in: {"query", "candidates": [{"id", "text"}], "model", "cache"}; plain JSON out: scores,
+    or an "error" that says what was wrong with the request. A bad request never takes the worker down."""
     worker = str(self.request.hostname or "")
     try:
         query, candidates = parse_request(payload)
@@ -109,4 +109,5 @@ def rerank(self: Any, payload: Any) -> dict[str, Any]:
     wanted = payload.get("model")
     if wanted is not None and wanted != scorer.model_name:
         return {"error": f"this worker serves {scorer.model_name!r}, not {wanted!r}", "worker": worker}
-    return {**score_request(scorer, _cache(scorer), query, candidates), "worker": worker}
+    cache = _cache(scorer) if payload.get("cache", True) else None  # "cache": false asks for fresh scores
+    return {**score_request(scorer, cache, query, candidates), "worker": worker}

@@ -41,7 +41,7 @@ from connector.text import TOKENIZER_VERSION, tokenize
 FORMAT_VERSION = 1
 
 
-class _LuceneBM25(BM25Okapi):  # type: ignore[misc]
+class LuceneBM25(BM25Okapi):  # type: ignore[misc]
     """BM25Okapi with Lucene's idf, log(1 + (N - n + 0.5) / (n + 0.5)), which is never negative, and
     Lucene's k1 = 1.2, so scores follow OpenSearch's more closely."""
 
@@ -69,7 +69,7 @@ class EmbeddedBackend:
         self._terms: list[list[str]] = []  # BM25 terms per document, stored so a search need not re-tokenize
         self._row_of: dict[str, int] = {}
         self._vectors: Vector = np.zeros((0, 0), dtype=np.float32)
-        self._bm25: _LuceneBM25 | None = None
+        self._bm25: LuceneBM25 | None = None
         self._load()
 
     # --- index lifecycle -------------------------------------------------------------------------------
@@ -137,7 +137,7 @@ class EmbeddedBackend:
         if not terms or not self._documents:
             return []
         if self._bm25 is None:
-            self._bm25 = _LuceneBM25([terms or [""] for terms in self._terms])
+            self._bm25 = LuceneBM25([terms or [""] for terms in self._terms])
         scores = np.asarray(self._bm25.get_scores(terms), dtype=np.float64)
         scores[~self._filter_mask(filters)] = 0.0
         return self._top(scores, size, keep=scores > 0.0)

@@ -23,9 +23,9 @@ from connector.pipeline import SearchOptions, SearchPipeline
 from connector.rerank import InProcessReranker
 from connector.settings import Settings, load_settings
 from tests.conftest import REPO
-from tests.integration.celery_support import WorkerProcess
 from tests.tiny_models import build_tiny_cross_encoder
 from workers.celery_app import TASK_NAME
+from workers.local import WorkerProcess
 from workers.reranking import Candidate, CrossEncoderScorer
 
 pytestmark = pytest.mark.integration

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 
 from connector.settings import Settings
@@ -12,16 +13,27 @@ COMPOSE = Path(__file__).resolve().parents[2] / "docker-compose.yml"
 DOCKER_ONLY = {"HF_HUB_OFFLINE"}  # read by huggingface_hub, not by our settings
 
 
-def test_connector_environment_uses_the_settings_names() -> None:
-    services = yaml.safe_load(COMPOSE.read_text())["services"]
+SERVICES = yaml.safe_load(COMPOSE.read_text())["services"]
+
+
+@pytest.mark.parametrize("service", ["connector", "workers"])
+def test_environment_uses_the_settings_names(service: str) -> None:
     known = {name.upper() for name in Settings.model_fields}
-    unknown = set(services["connector"]["environment"]) - known - DOCKER_ONLY
+    unknown = set(SERVICES[service]["environment"]) - known - DOCKER_ONLY
     assert not unknown, f"docker-compose.yml sets variables the settings do not read: {unknown}"
 
 
-def test_every_server_has_a_healthcheck_and_loopback_ports() -> None:
-    services = yaml.safe_load(COMPOSE.read_text())["services"]
-    opensearch = services["opensearch"]
-    assert "healthcheck" in opensearch
-    assert all(str(port).startswith("127.0.0.1:") for port in opensearch.get("ports", []))
-    assert services["connector"]["depends_on"]["opensearch"]["condition"] == "service_healthy"
+def test_servers_have_healthchecks_and_publish_on_loopback_only() -> None:
+    for name in ("opensearch", "redis", "workers"):
+        assert "healthcheck" in SERVICES[name], name
+        assert all(str(port).startswith("127.0.0.1:") for port in SERVICES[name].get("ports", [])), name
+    assert SERVICES["connector"]["depends_on"]["opensearch"]["condition"] == "service_healthy"
+    assert SERVICES["workers"]["depends_on"]["redis"]["condition"] == "service_healthy"
+
+
+def test_workers_start_the_way_the_tests_start_them() -> None:
+    entrypoint = SERVICES["workers"]["entrypoint"]
+    assert entrypoint[:4] == ["celery", "-A", "workers", "worker"]
+    assert (
+        SERVICES["workers"]["environment"]["REDIS_URL"] == SERVICES["connector"]["environment"]["REDIS_URL"]
+    )

@@ -1,4 +1,5 @@
-"""Real Celery worker processes for the integration tests, started with `celery -A workers worker`."""
+"""Start a local Celery worker process (`celery -A workers worker`) and wait until its model is loaded: for
+benchmarks and integration tests, which need real worker processes on this machine."""
 
 from __future__ import annotations
 
