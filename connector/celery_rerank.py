@@ -5,6 +5,7 @@ or the broker cannot be reached. Also an async form (submit, then collect) and a
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -19,6 +20,7 @@ from connector.settings import Settings
 from workers.celery_app import TASK_NAME, make_app, queue_for
 from workers.reranking import Candidate, max_readable_chars
 
+GET_OVERRUN_S = 1.0
 POLL_FIRST_S = 0.002
 POLL_MAX_S = 0.02
 
@@ -71,9 +73,14 @@ class CeleryReranker:
         still pending."""
         result = AsyncResult(task_id, app=self.app)
         try:
-            # Poll the result key instead of `result.get(timeout=...)`, whose drain loop can overshoot a
-            # deadline by up to a second; a GET on loopback costs well under a millisecond.
-            deadline = time.monotonic() + (timeout_s or 0.0)
+            wait_s = timeout_s or 0.0
+            deadline = time.monotonic() + wait_s
+            # Celery's `get` is told of the result at once (Redis pub/sub) but its wait loop can overrun a
+            # timeout by up to a second; so it waits only while more than that second is left, and the last
+            # stretch polls the result key (a GET on loopback costs well under a millisecond).
+            if wait_s > GET_OVERRUN_S + 0.1:
+                with contextlib.suppress(CeleryTimeout):
+                    result.get(timeout=wait_s - GET_OVERRUN_S, propagate=False)
             pause = POLL_FIRST_S
             while not result.ready():
                 remaining = deadline - time.monotonic()

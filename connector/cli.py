@@ -162,6 +162,13 @@ def bench_celery(
         f"{overhead['p95']:+.1f} (x{ratio['p95']:.2f})",
         f"{overhead['mean']:+.1f} (x{ratio['mean']:.2f})",
     )
+    paired = report["paired_overhead_ms"]
+    table.add_row(
+        "per-query overhead",
+        f"{paired['p50']:+.1f}",
+        f"{paired['p95']:+.1f}",
+        f"{paired['mean']:+.1f}",
+    )
     out.print(table)
     out.print(f"report: {out_dir / 'bench-celery.json'}, chart: {out_dir / 'bench-celery.png'}")
 
@@ -193,6 +200,59 @@ def _print_result(result: object, filters: Filters) -> None:
 
 def _score(score: float | None, rank: int | None) -> str:
     return "-" if score is None else f"{score:.3f} (#{rank})"
+
+
+@app.command("batch-search")
+def batch_search(
+    queries_path: Annotated[
+        Path, typer.Argument(help="queries: JSONL with _id/id and text, or one per line")
+    ],
+    out_path: Annotated[Path, typer.Option("--out", help="results, one JSON object per query")],
+    k: Annotated[int | None, typer.Option("-k", "--top-k", help="hits per query (default TOP_K)")] = None,
+    no_rerank: Annotated[bool, typer.Option("--no-rerank", help="first stage only")] = False,
+    index_name: Annotated[str | None, typer.Option("--index", help="overrides INDEX_NAME")] = None,
+) -> None:
+    """Search many queries for an offline job; with REDIS_URL the workers rerank them as one batch."""
+    from connector.factory import make_pipeline, open_backend
+
+    settings = _settings()
+    queries = read_queries(queries_path)
+    pipeline = make_pipeline(settings, backend=open_backend(settings, index_name))
+    with progress_bar(err, "reranking", len(queries), unit="queries") as update:
+        results = pipeline.search_many(list(queries.values()), k=k, rerank=not no_rerank, progress=update)
+    with out_path.open("w", encoding="utf-8") as handle:
+        for query_id, result in zip(queries, results, strict=True):
+            handle.write(json.dumps({"query_id": query_id, **result.to_json()}, ensure_ascii=False) + "\n")
+    reranked = sum(r.reranked for r in results)
+    out.print(f"{len(results)} queries searched, {reranked} reranked; results in {out_path}", highlight=False)
+    for query_id, result in zip(queries, results, strict=True):
+        if not result.reranked and not no_rerank:
+            err.print(f"[yellow]not reranked[/] {query_id}: {result.rerank_note}", highlight=False)
+
+
+def read_queries(path: Path) -> dict[str, str]:
+    """Query id -> text from a JSONL file (BEIR queries.jsonl; metadata is never read) or a text file."""
+    queries: dict[str, str] = {}
+    with path.open(encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            if path.suffix.lower() in {".jsonl", ".json", ".ndjson"}:
+                try:
+                    record = json.loads(line)
+                    query_id, text = str(record.get("_id", record.get("id", line_no))), record["text"]
+                except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+                    raise ConnectorError(
+                        f"{path}, line {line_no}: not a query object with 'text' ({exc})"
+                    ) from exc
+            else:
+                query_id, text = str(line_no), line.strip()
+            if not isinstance(text, str) or not text.strip():
+                raise ConnectorError(f"{path}, line {line_no}: empty query text")
+            queries[query_id] = text
+    if not queries:
+        raise ConnectorError(f"no queries in {path}")
+    return queries
 
 
 @app.command()

@@ -7,17 +7,17 @@ a ranking came from and what it cost.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from connector.backends.base import Backend, Filters, LegHit, Vector, check_index_matches
 from connector.documents import Document
-from connector.embedder import Embedder
+from connector.embedder import Embedder, ProgressCallback
 from connector.errors import ConfigurationError, IndexMissingError, InvalidQueryError
 from connector.fusion import fuse
-from connector.rerank import Reranker
+from connector.rerank import Reranker, RerankOutcome
 from connector.settings import FusionMethod, Settings
 from workers.reranking import Candidate
 
@@ -159,43 +159,105 @@ class SearchPipeline:
     ) -> SearchResult:
         """Hits `offset` to `offset + k` of the ranked list. The recall window (N per leg) and the reranked
         head (M) do not depend on the page, so pages never overlap or repeat."""
+        top_k = self._checked_k(query, k, offset)
+        started = time.perf_counter()
+        timings: dict[str, float] = {}
+        pool = self._first_stage(query, filters, timings)
+        note = self._why_not_rerank(rerank, len(pool))
+        outcome = None
+        if note is None:
+            assert self.reranker is not None
+            with _timed(timings, "rerank"):
+                outcome = self.reranker.rerank(query, self._head(pool))
+        return self._assemble(query, pool, outcome, note, timings, started, top_k, offset)
+
+    def search_many(
+        self,
+        queries: Sequence[str],
+        *,
+        k: int | None = None,
+        filters: Filters | None = None,
+        rerank: bool = True,
+        progress: ProgressCallback | None = None,
+    ) -> list[SearchResult]:
+        """Many queries for an offline job: every first stage here, then the reranking in one batch when the
+        reranker takes batches (Celery workers work through it in parallel), else query by query."""
+        sizes = [self._checked_k(query, k, 0) for query in queries]
+        started: list[float] = []
+        timings: list[dict[str, float]] = [{} for _ in queries]
+        pools: list[list[_Candidate]] = []
+        for query, query_timings in zip(queries, timings, strict=True):
+            started.append(time.perf_counter())  # "total" then includes the wait for the batch
+            pools.append(self._first_stage(query, filters, query_timings))
+        notes = [self._why_not_rerank(rerank, len(pool)) for pool in pools]
+        todo = [i for i, note in enumerate(notes) if note is None]
+        outcomes: list[RerankOutcome | None] = [None] * len(queries)
+        if todo:
+            assert self.reranker is not None
+            requests = [(queries[i], self._head(pools[i])) for i in todo]
+            batch = getattr(self.reranker, "rerank_batch", None)
+            if batch is not None:
+                for i, outcome in zip(todo, batch(requests, progress=progress), strict=True):
+                    outcomes[i] = outcome
+            else:
+                for done, (i, (query, head)) in enumerate(zip(todo, requests, strict=True), start=1):
+                    with _timed(timings[i], "rerank"):
+                        outcomes[i] = self.reranker.rerank(query, head)
+                    if progress is not None:
+                        progress(done, len(todo))
+        return [
+            self._assemble(q, pool, outcome, note, t, start, size, 0)
+            for q, pool, outcome, note, t, start, size in zip(
+                queries, pools, outcomes, notes, timings, started, sizes, strict=True
+            )
+        ]
+
+    def _checked_k(self, query: str, k: int | None, offset: int) -> int:
         if not query.strip():
             raise InvalidQueryError("the query is empty")
-        opts = self.options
-        top_k = opts.top_k if k is None else k
+        top_k = self.options.top_k if k is None else k
         if top_k <= 0 or offset < 0:
             raise InvalidQueryError(
                 f"k must be positive and offset non-negative, got k={top_k}, offset={offset}"
             )
         self._check_index()
-        timings: dict[str, float] = {}
-        started = time.perf_counter()
+        return top_k
 
+    def _first_stage(
+        self, query: str, filters: Filters | None, timings: dict[str, float]
+    ) -> list[_Candidate]:
+        """The fused candidate pool, best first."""
         with _timed(timings, "embed_query"):
             query_vector = self.embedder.embed_query(query)
-        if opts.hybrid_mode == "server":
-            pool = self._server_hybrid(query, query_vector, filters, timings)
-        else:
-            pool = self._client_hybrid(query, query_vector, filters, timings)
+        if self.options.hybrid_mode == "server":
+            return self._server_hybrid(query, query_vector, filters, timings)
+        return self._client_hybrid(query, query_vector, filters, timings)
 
-        order = [c.document.id for c in pool]
+    def _head(self, pool: list[_Candidate]) -> list[Candidate]:
+        """The top-M candidates as the reranker reads them."""
+        return [Candidate(c.document.id, c.document.full_text) for c in pool[: self.options.rerank_depth]]
+
+    def _assemble(
+        self,
+        query: str,
+        pool: list[_Candidate],
+        outcome: RerankOutcome | None,
+        note: str | None,
+        timings: dict[str, float],
+        started: float,
+        top_k: int,
+        offset: int,
+    ) -> SearchResult:
         by_id = {c.document.id: c for c in pool}
+        order = [c.document.id for c in pool]
         rerank_scores: dict[str, float] = {}
-        note = self._why_not_rerank(rerank, len(order))
-        if note is None:
-            assert self.reranker is not None
-            head = order[: opts.rerank_depth]
-            with _timed(timings, "rerank"):
-                outcome = self.reranker.rerank(
-                    query, [Candidate(i, by_id[i].document.full_text) for i in head]
-                )
-            if outcome.scores is None:
-                note = outcome.reason or "reranker returned no scores"
-            else:
-                rerank_scores = outcome.scores
-                head = sorted(head, key=lambda i: (-rerank_scores[i], by_id[i].fused_rank))
-                order = head + order[opts.rerank_depth :]
-
+        if outcome is not None and outcome.scores is None:
+            note = outcome.reason or "reranker returned no scores"
+        elif outcome is not None and outcome.scores is not None:
+            scores = rerank_scores = outcome.scores
+            depth = self.options.rerank_depth
+            head = sorted(order[:depth], key=lambda i: (-scores[i], by_id[i].fused_rank))
+            order = head + order[depth:]
         hits = []
         for rank, doc_id in enumerate(order[offset : offset + top_k], start=offset + 1):
             c = by_id[doc_id]

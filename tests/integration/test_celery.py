@@ -253,6 +253,21 @@ DOCS = [
 ]
 
 
+def test_search_many_reranks_on_the_workers_as_one_batch(
+    fast: tuple[CeleryReranker, WorkerProcess, Path], tmp_path: Path, embedder: Embedder
+) -> None:
+    reranker, _, _ = fast
+    backend = EmbeddedBackend(tmp_path, "batch")
+    index_documents(backend, embedder, DOCS)
+    pipeline = SearchPipeline(backend, embedder, reranker, SearchOptions(rerank_depth=3))
+    queries = ["moon phases", "grilled steak", "lunar eclipse shadow"]
+    seen: list[int] = []
+    batch = pipeline.search_many(queries, k=3, progress=lambda done, _total: seen.append(done))
+    one_by_one = [pipeline.search(q, k=3) for q in queries]
+    assert all(r.reranked for r in batch) and seen == [1, 2, 3]
+    assert [[h.id for h in r.hits] for r in batch] == [[h.id for h in r.hits] for r in one_by_one]
+
+
 def test_search_degrades_while_redis_is_down_and_recovers(
     tmp_path: Path, embedder: Embedder, tiny_cross_encoder_dir: Path
 ) -> None:

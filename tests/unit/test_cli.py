@@ -151,3 +151,25 @@ def test_pages_continue_where_the_last_one_ended(env: Path) -> None:
     ids = [page["hits"][0]["id"] for page in pages]
     assert len(set(ids)) == 3
     assert [page["hits"][0]["rank"] for page in pages] == [1, 2, 3]
+
+
+def test_batch_search_writes_one_result_per_query(env: Path) -> None:
+    runner.invoke(app, ["index", str(corpus(env))])
+    queries = env / "queries.jsonl"
+    queries.write_text(
+        '{"_id": "q1", "text": "rest a steak"}\n{"_id": "q2", "text": "moon", "metadata": {}}\n'
+    )
+    done = runner.invoke(app, ["batch-search", str(queries), "--out", str(env / "out.jsonl"), "-k", "2"])
+    assert done.exit_code == 0, done.output
+    results = [json.loads(line) for line in (env / "out.jsonl").read_text().splitlines()]
+    assert [r["query_id"] for r in results] == ["q1", "q2"]
+    assert all(r["reranked"] and len(r["hits"]) == 2 for r in results)
+    assert results[0]["hits"][0]["id"] == "steak"
+
+
+def test_batch_search_names_a_bad_query_line(env: Path) -> None:
+    runner.invoke(app, ["index", str(corpus(env))])
+    queries = env / "queries.jsonl"
+    queries.write_text('{"_id": "q1", "text": "moon"}\n{"_id": "q2"}\n')
+    failed = runner.invoke(app, ["batch-search", str(queries), "--out", str(env / "out.jsonl")])
+    assert failed.exception is not None and "line 2" in str(failed.exception)
