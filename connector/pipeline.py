@@ -10,9 +10,16 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal
 
-from connector.backends.base import Backend, Filters, LegHit, Vector, check_index_matches
+from connector.backends.base import (
+    Backend,
+    Filters,
+    LegHit,
+    ServerHybridBackend,
+    Vector,
+    check_index_matches,
+)
 from connector.documents import Document
 from connector.embedder import Embedder, ProgressCallback
 from connector.errors import ConfigurationError, IndexMissingError, InvalidQueryError
@@ -43,22 +50,6 @@ class SearchOptions:
             bm25_weight=settings.bm25_weight,
             hybrid_mode=settings.hybrid_mode,
         )
-
-
-class ServerHybridBackend(Protocol):
-    """A backend that can fuse both legs itself (OpenSearch with neural-search)."""
-
-    def hybrid(
-        self,
-        query: str,
-        vector: Vector,
-        size: int,
-        filters: Filters | None,
-        *,
-        fusion: FusionMethod,
-        bm25_weight: float,
-        rrf_k: int,
-    ) -> list[tuple[Document, float, float | None, float | None]]: ...
 
 
 @dataclass(frozen=True)
@@ -324,8 +315,8 @@ class SearchPipeline:
             )
         # Leg ranks are not known server-side: only the fused order and each leg's raw score.
         return [
-            _Candidate(doc, score, rank, (None, bm25), (None, cosine))
-            for rank, (doc, score, bm25, cosine) in enumerate(results, start=1)
+            _Candidate(h.document, h.score, rank, (None, h.bm25_score), (None, h.vector_score))
+            for rank, h in enumerate(results, start=1)
         ]
 
     def _why_not_rerank(self, requested: bool, pool: int) -> str | None:

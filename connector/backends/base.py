@@ -11,6 +11,7 @@ import numpy.typing as npt
 
 from connector.documents import Document, MetadataValue, Scalar
 from connector.errors import DocumentFailure, IndexMismatchError
+from connector.settings import FusionMethod
 
 Vector = npt.NDArray[np.float32]
 
@@ -43,6 +44,16 @@ class Recall:
     bm25: list[LegHit]
     knn: list[LegHit]
     leg_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class HybridHit:
+    """One hit of a server-side hybrid query: the fused score and each leg's raw score (None: not matched)."""
+
+    document: Document
+    score: float
+    bm25_score: float | None
+    vector_score: float | None
 
 
 @dataclass(frozen=True)
@@ -107,6 +118,22 @@ class Backend(Protocol):
     def recall(self, query: str, vector: Vector, size: int, filters: Filters | None = None) -> Recall:
         """Both legs under the same filters (in one round trip where the store allows)."""
         ...
+
+
+class ServerHybridBackend(Protocol):
+    """A backend that fuses both legs itself (OpenSearch with neural-search)."""
+
+    def hybrid(
+        self,
+        query: str,
+        vector: Vector,
+        size: int,
+        filters: Filters | None,
+        *,
+        fusion: FusionMethod,
+        bm25_weight: float,
+        rrf_k: int,
+    ) -> list[HybridHit]: ...
 
 
 def split_sendable(

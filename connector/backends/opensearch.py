@@ -19,6 +19,7 @@ from connector.backends import opensearch_bodies as bodies
 from connector.backends.base import (
     BulkReport,
     Filters,
+    HybridHit,
     IndexInfo,
     LegHit,
     Recall,
@@ -309,11 +310,9 @@ class OpenSearchBackend:
         fusion: FusionMethod,
         bm25_weight: float,
         rrf_k: int,
-    ) -> list[tuple[Document, float, float | None, float | None]]:
-        """Server-side `hybrid` query through a search pipeline this connector creates.
-
-        Returns (document, fused score, BM25 raw score, cosine) per hit, best first; the raw leg scores come
-        from the pipeline's score explanation."""
+    ) -> list[HybridHit]:
+        """Server-side `hybrid` query through a search pipeline this connector creates, best first; the raw
+        leg scores come from the pipeline's score explanation."""
         pipeline = self._ensure_pipeline(fusion, bm25_weight, rrf_k)
         body = bodies.hybrid_body(query, vector, size, filters, self.title_boost)
         response = self._call(
@@ -325,7 +324,7 @@ class OpenSearchBackend:
         results = []
         for hit in response["hits"]["hits"]:
             bm25, cosine = bodies.leg_scores_from_explanation(hit.get("_explanation") or {})
-            results.append((bodies.document_from_hit(hit), float(hit["_score"]), bm25, cosine))
+            results.append(HybridHit(bodies.document_from_hit(hit), float(hit["_score"]), bm25, cosine))
         return results
 
     def _ensure_pipeline(self, fusion: FusionMethod, bm25_weight: float, rrf_k: int) -> str:
