@@ -137,7 +137,8 @@ class EmbeddedBackend:
         if not terms or not self._documents:
             return []
         if self._bm25 is None:
-            self._bm25 = LuceneBM25([terms or [""] for terms in self._terms])
+            self._build_bm25()
+        assert self._bm25 is not None
         scores = np.asarray(self._bm25.get_scores(terms), dtype=np.float64)
         scores[~self._filter_mask(filters)] = 0.0
         return self._top(scores, size, keep=scores > 0.0)
@@ -179,6 +180,9 @@ class EmbeddedBackend:
         # Best first; ties by document id, as everywhere else.
         ordered = sorted(candidates.tolist(), key=lambda row: (-scores[row], self._documents[row].id))
         return [LegHit(self._documents[row], float(scores[row])) for row in ordered]
+
+    def _build_bm25(self) -> None:
+        self._bm25 = LuceneBM25([terms or [""] for terms in self._terms])
 
     def _require_index(self) -> IndexInfo:
         if self._info is None:
@@ -267,6 +271,8 @@ class EmbeddedBackend:
         self._info = IndexInfo(
             manifest["name"], manifest["embedding_model"], manifest["dimension"], len(documents)
         )
+        if documents:  # built here, so a search's BM25 time is the query's own
+            self._build_bm25()
 
 
 def _document_from_store(record: dict[str, object]) -> Document:
