@@ -9,7 +9,7 @@ from dataclasses import dataclass
 def describe_exception(exc: BaseException) -> str:
     """`Type: first line of the message`: enough to act on, without a library's multi-line essay."""
     lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+    return f"{type(exc).__name__}: {lines[0].rstrip('.')}" if lines else type(exc).__name__
 
 
 class ConnectorError(Exception):
