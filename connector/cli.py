@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -253,6 +255,78 @@ def read_queries(path: Path) -> dict[str, str]:
     if not queries:
         raise ConnectorError(f"no queries in {path}")
     return queries
+
+
+@app.command("eval")
+def evaluate(
+    dataset: Annotated[
+        Path, typer.Argument(help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv")
+    ],
+    split: Annotated[str, typer.Option(help="qrels split")] = "test",
+    rerank_depth: Annotated[
+        int | None, typer.Option(help="candidates reranked (default RERANK_DEPTH)")
+    ] = None,
+    max_queries: Annotated[
+        int | None, typer.Option(min=1, help="evaluate the first N judged queries")
+    ] = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="where the JSON report and the PNG go")] = Path(
+        "eval-results"
+    ),
+    as_json: Annotated[bool, typer.Option("--json", help="print the JSON report to stdout")] = False,
+) -> None:
+    """nDCG@10, MRR@10, Recall@100 and hit rate for BM25, dense, each hybrid fusion and hybrid + rerank."""
+    from connector.evaluation import plot_report, run_eval
+
+    settings = _settings()
+    with contextlib.ExitStack() as stack:
+        bars: dict[str, Callable[[int, int], None]] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in bars:
+                unit = "docs" if stage == "embedding corpus" else "queries"
+                bars[stage] = stack.enter_context(progress_bar(err, stage, total, unit=unit))
+            bars[stage](done, total)
+
+        report = run_eval(
+            settings,
+            dataset,
+            split=split,
+            rerank_depth=rerank_depth,
+            max_queries=max_queries,
+            progress=progress,
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"eval-{dataset.name}-{split}"
+    (out_dir / f"{stem}.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    plot_report(report, out_dir / f"{stem}.png")
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    table = Table(
+        title=f"{dataset.name} {split}: {report['queries']} queries, {report['documents']} documents, "
+        f"{report['backend']} backend"
+    )
+    columns = ["ndcg@10", "mrr@10", "recall@100", "hit@1", "hit@10"]
+    table.add_column("system")
+    for column in columns:
+        table.add_column(column, justify="right")
+    for name, metrics in report["systems"].items():
+        table.add_row(name, *(f"{metrics[c]:.4f}" for c in columns))
+    out.print(table)
+    if report["rerank_model"] is None:
+        out.print(
+            "[yellow]no reranked system:[/] RERANK_MODEL is off or could not be loaded", highlight=False
+        )
+    for failure in report["rerank_failures"][:5]:
+        err.print(f"[yellow]not reranked[/] {failure}", highlight=False)
+    if report["rerank_failures"]:
+        err.print(f"{len(report['rerank_failures'])} queries kept their first-stage order", highlight=False)
+    cache = "cached" if report["embedding_cache_hit"] else "computed"
+    out.print(
+        f"report: {out_dir / (stem + '.json')}, chart: {out_dir / (stem + '.png')} "
+        f"({report['seconds']:.0f}s; corpus embeddings {cache})",
+        highlight=False,
+    )
 
 
 @app.command()

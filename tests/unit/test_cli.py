@@ -173,3 +173,27 @@ def test_batch_search_names_a_bad_query_line(env: Path) -> None:
     queries.write_text('{"_id": "q1", "text": "moon"}\n{"_id": "q2"}\n')
     failed = runner.invoke(app, ["batch-search", str(queries), "--out", str(env / "out.jsonl")])
     assert failed.exception is not None and "line 2" in str(failed.exception)
+
+
+def test_eval_prints_a_json_report_and_writes_a_chart(env: Path) -> None:
+    from connector.demo import demo_data_dir
+
+    done = runner.invoke(
+        app,
+        [
+            "eval",
+            str(demo_data_dir()),
+            "--json",
+            "--max-queries",
+            "5",
+            "--rerank-depth",
+            "3",
+            "--out",
+            str(env / "eval"),
+        ],
+    )
+    assert done.exit_code == 0, done.output
+    report = json.loads(done.stdout)
+    assert report["queries"] == 5 and "hybrid-zscore+rerank@3" in report["systems"]
+    assert (env / "eval" / "eval-demo_data-test.png").stat().st_size > 0
+    assert (env / "eval" / "eval-demo_data-test.json").is_file()

@@ -25,3 +25,36 @@ def test_mrr_recall_and_hit_rate() -> None:
     assert recall_at_k(ranking, qrels, 4) == 1.0
     assert hit_rate_at_k(ranking, qrels, 2) == 0.0
     assert hit_rate_at_k(ranking, qrels, 3) == 1.0
+
+
+def test_metrics_agree_with_trec_eval() -> None:
+    """pytrec_eval (trec_eval's own code) on random runs with graded judgments."""
+    import random
+
+    import pytrec_eval
+
+    from connector.evaluation import evaluate_run
+
+    rng = random.Random(7)
+    docs = [f"d{i}" for i in range(300)]
+    qrels = {
+        f"q{q}": {d: rng.choice([1, 1, 2]) for d in rng.sample(docs, rng.randint(1, 6))} for q in range(40)
+    }
+    run = {q: rng.sample(docs, 150) for q in qrels}
+    ours = evaluate_run(run, qrels)
+
+    scored = {q: {d: float(len(ranking) - i) for i, d in enumerate(ranking)} for q, ranking in run.items()}
+    top10 = {q: {d: float(10 - i) for i, d in enumerate(ranking[:10])} for q, ranking in run.items()}
+    full = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut_10", "recall_100", "success_1", "success_10"})
+    cut = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"})  # MRR@10: trec_eval over the top 10 only
+    reference = full.evaluate(scored)
+    reference_rr = cut.evaluate(top10)
+
+    def mean(measure: str, table: dict[str, dict[str, float]]) -> float:
+        return sum(table[q][measure] for q in qrels) / len(qrels)
+
+    assert ours["ndcg@10"] == pytest.approx(mean("ndcg_cut_10", reference), abs=1e-9)
+    assert ours["recall@100"] == pytest.approx(mean("recall_100", reference), abs=1e-9)
+    assert ours["hit@1"] == pytest.approx(mean("success_1", reference), abs=1e-9)
+    assert ours["hit@10"] == pytest.approx(mean("success_10", reference), abs=1e-9)
+    assert ours["mrr@10"] == pytest.approx(mean("recip_rank", reference_rr), abs=1e-9)

@@ -1,0 +1,252 @@
+"""`hybrid-rerank eval`: standard metrics on a BEIR folder for BM25, dense, each hybrid fusion and hybrid +
+rerank, on the configured backend. Corpus embeddings are cached by model and corpus content, so a second run
+skips the embedding. Query `metadata` is never read (SciFact's holds the gold answers)."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from connector.backends.base import Backend, Vector
+from connector.documents import Document, load_documents
+from connector.embedder import Embedder
+from connector.errors import ConfigurationError, ModelLoadError
+from connector.fusion import fuse
+from connector.metrics import hit_rate_at_k, mrr_at_k, ndcg_at_k, recall_at_k
+from connector.rerank import InProcessReranker, Reranker
+from connector.settings import FusionMethod, Settings
+from workers.reranking import Candidate
+
+FUSIONS: tuple[FusionMethod, ...] = ("rrf", "minmax", "zscore")
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    name: str
+    documents: list[Document]
+    queries: dict[str, str]  # only the queries judged in the split
+    qrels: dict[str, dict[str, int]]
+
+
+def load_beir(folder: Path, split: str = "test") -> Benchmark:
+    """corpus.jsonl, queries.jsonl (id and text only) and qrels/SPLIT.tsv."""
+    qrels_path = folder / "qrels" / f"{split}.tsv"
+    if not qrels_path.is_file():
+        raise ConfigurationError(f"no qrels for split {split!r}: {qrels_path} not found")
+    qrels: dict[str, dict[str, int]] = {}
+    with qrels_path.open(encoding="utf-8") as handle:
+        for row in csv.DictReader(handle, delimiter="\t"):
+            qrels.setdefault(row["query-id"], {})[row["corpus-id"]] = int(row["score"])
+    queries: dict[str, str] = {}
+    with (folder / "queries.jsonl").open(encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                record = json.loads(line)
+                if str(record["_id"]) in qrels:
+                    queries[str(record["_id"])] = str(record["text"])
+    missing = set(qrels) - set(queries)
+    if missing:
+        raise ConfigurationError(f"{len(missing)} judged queries are missing from queries.jsonl")
+    return Benchmark(folder.name, load_documents(folder).documents, queries, qrels)
+
+
+def corpus_fingerprint(documents: Sequence[Document]) -> str:
+    hasher = hashlib.sha256()
+    for doc in documents:
+        for part in (doc.id, doc.title, doc.text):
+            hasher.update(part.encode("utf-8"))
+            hasher.update(b"\0")
+    return hasher.hexdigest()
+
+
+def cached_embeddings(
+    embedder: Embedder, documents: Sequence[Document], cache_dir: Path, progress: Progress | None = None
+) -> tuple[Vector, bool]:
+    """Corpus embeddings from `cache_dir` when this model has embedded this corpus before; (vectors, hit)."""
+    model = hashlib.sha256(embedder.model_name.encode("utf-8")).hexdigest()[:12]
+    path = cache_dir / f"{model}-{corpus_fingerprint(documents)[:16]}.npy"
+    if path.is_file():
+        vectors = np.load(path, allow_pickle=False)
+        if vectors.shape[0] == len(documents):
+            return vectors.astype(np.float32, copy=False), True
+    vectors = embedder.embed_documents(documents, progress)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial.npy")
+    np.save(partial, vectors, allow_pickle=False)
+    partial.replace(path)
+    return vectors, False
+
+
+def evaluate_run(
+    run: Mapping[str, Sequence[str]], qrels: Mapping[str, Mapping[str, int]]
+) -> dict[str, float]:
+    """Mean metrics over the judged queries (a query missing from the run scores 0)."""
+    metrics: dict[str, list[float]] = {m: [] for m in ("ndcg@10", "mrr@10", "recall@100", "hit@1", "hit@10")}
+    for query_id, judged in qrels.items():
+        ranking = run.get(query_id, [])
+        metrics["ndcg@10"].append(ndcg_at_k(ranking, judged, 10))
+        metrics["mrr@10"].append(mrr_at_k(ranking, judged, 10))
+        metrics["recall@100"].append(recall_at_k(ranking, judged, 100))
+        metrics["hit@1"].append(hit_rate_at_k(ranking, judged, 1))
+        metrics["hit@10"].append(hit_rate_at_k(ranking, judged, 10))
+    return {name: float(np.mean(values)) if values else 0.0 for name, values in metrics.items()}
+
+
+def eval_index_name(benchmark: Benchmark) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", benchmark.name.lower()).strip("-") or "corpus"
+    return f"eval-{slug}-{corpus_fingerprint(benchmark.documents)[:8]}"
+
+
+def ensure_eval_index(
+    backend: Backend, embedder: Embedder, documents: Sequence[Document], vectors: Vector
+) -> bool:
+    """(Re)build the evaluation index unless it already holds this corpus for this model; True if built."""
+    info = backend.index_info()
+    if (
+        info is not None
+        and info.count == len(documents)
+        and info.embedding_model == embedder.model_name
+        and info.dimension == vectors.shape[1]
+    ):
+        return False
+    backend.create_index(embedder.model_name, int(vectors.shape[1]), recreate=True)
+    report = backend.bulk_index(documents, vectors)
+    backend.commit()
+    if report.failures:
+        raise ConfigurationError(
+            f"{len(report.failures)} documents failed to index, e.g. {report.failures[0]}"
+        )
+    return True
+
+
+def run_eval(
+    settings: Settings,
+    folder: Path,
+    *,
+    split: str = "test",
+    rerank_depth: int | None = None,
+    max_queries: int | None = None,
+    backend: Backend | None = None,
+    embedder: Embedder | None = None,
+    reranker: Reranker | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Every system on the same recall legs; the reranked system reranks the configured fusion's top M."""
+    from connector.factory import make_embedder, make_reranker, open_backend
+
+    started = time.perf_counter()
+    benchmark = load_beir(folder, split)
+    query_ids = sorted(benchmark.queries)[:max_queries] if max_queries else sorted(benchmark.queries)
+    qrels = {q: benchmark.qrels[q] for q in query_ids}
+    embedder = embedder or make_embedder(settings)
+    vectors, cache_hit = cached_embeddings(
+        embedder,
+        benchmark.documents,
+        settings.data_dir / "embedding-cache",
+        (lambda done, total: progress("embedding corpus", done, total)) if progress else None,
+    )
+    backend = backend or open_backend(settings, eval_index_name(benchmark))
+    built = ensure_eval_index(backend, embedder, benchmark.documents, vectors)
+    query_vectors = embedder.embed_texts([benchmark.queries[q] for q in query_ids])
+
+    depth = settings.rerank_depth if rerank_depth is None else rerank_depth
+    weights = [settings.bm25_weight, 1.0 - settings.bm25_weight]
+    runs: dict[str, dict[str, list[str]]] = {
+        name: {} for name in ("bm25", "dense", *(f"hybrid-{f}" for f in FUSIONS))
+    }
+    heads: dict[str, list[Candidate]] = {}
+    for done, (query_id, vector) in enumerate(zip(query_ids, query_vectors, strict=True), start=1):
+        recall = backend.recall(benchmark.queries[query_id], vector, settings.recall_depth)
+        bm25 = [(h.document.id, h.score) for h in recall.bm25]
+        knn = [(h.document.id, h.score) for h in recall.knn]
+        runs["bm25"][query_id] = [doc_id for doc_id, _ in bm25]
+        runs["dense"][query_id] = [doc_id for doc_id, _ in knn]
+        texts = {h.document.id: h.document.full_text for h in [*recall.bm25, *recall.knn]}
+        for method in FUSIONS:
+            fused = fuse(
+                method, [bm25, knn], rrf_k=settings.rrf_k, weights=None if method == "rrf" else weights
+            )
+            runs[f"hybrid-{method}"][query_id] = [f.id for f in fused]
+        heads[query_id] = [
+            Candidate(i, texts[i]) for i in runs[f"hybrid-{settings.fusion}"][query_id][:depth]
+        ]
+        if progress:
+            progress("first stage", done, len(query_ids))
+
+    reranker = reranker if reranker is not None else make_reranker(settings)
+    skipped = None
+    if isinstance(reranker, InProcessReranker):
+        try:
+            reranker.scorer.load()  # a model that cannot load skips the system instead of failing every query
+        except ModelLoadError as exc:
+            reranker, skipped = None, str(exc)
+    rerank_name = f"hybrid-{settings.fusion}+rerank@{depth}"
+    failures: list[str] = []
+    if reranker is not None and depth > 0:
+        runs[rerank_name] = {}
+        for done, query_id in enumerate(query_ids, start=1):
+            first = runs[f"hybrid-{settings.fusion}"][query_id]
+            outcome = reranker.rerank(benchmark.queries[query_id], heads[query_id])
+            if outcome.scores is None:  # counted and reported: that query keeps its first-stage order
+                failures.append(f"{query_id}: {outcome.reason}")
+                runs[rerank_name][query_id] = first
+            else:
+                scores = outcome.scores
+                head = sorted(first[:depth], key=lambda i: -scores[i])
+                runs[rerank_name][query_id] = head + first[depth:]
+            if progress:
+                progress("reranking", done, len(query_ids))
+
+    return {
+        "dataset": str(folder),
+        "split": split,
+        "queries": len(query_ids),
+        "documents": len(benchmark.documents),
+        "backend": backend.name,
+        "embedding_model": embedder.model_name,
+        "rerank_model": settings.rerank_model if reranker is not None else None,
+        "reranker": getattr(reranker, "description", None),
+        "rerank_depth": depth,
+        "recall_depth": settings.recall_depth,
+        "rerank_failures": failures,
+        "rerank_skipped": skipped,
+        "embedding_cache_hit": cache_hit,
+        "index_built": built,
+        "seconds": time.perf_counter() - started,
+        "systems": {name: evaluate_run(run, qrels) for name, run in runs.items()},
+    }
+
+
+def plot_report(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(report["systems"])
+    ndcg = [report["systems"][n]["ndcg@10"] for n in names]
+    recall = [report["systems"][n]["recall@100"] for n in names]
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(names)), 4))
+    ax.bar(x - 0.2, ndcg, 0.4, label="nDCG@10")
+    ax.bar(x + 0.2, recall, 0.4, label="Recall@100")
+    for xi, value in zip(x, ndcg, strict=True):
+        ax.text(xi - 0.2, value + 0.01, f"{value:.3f}", ha="center", fontsize=8)
+    ax.set_xticks(x, names, rotation=20, ha="right")
+    ax.set_ylim(0, 1.05)
+    name = Path(report["dataset"]).name
+    ax.set_title(f"{name} ({report['split']}, {report['queries']} queries, {report['backend']} backend)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,77 @@
+"""`eval` on the demo corpus (a BEIR folder) with the real bi-encoder and a tiny cross-encoder."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from connector.demo import demo_data_dir
+from connector.embedder import Embedder
+from connector.evaluation import load_beir, run_eval
+from connector.settings import load_settings
+
+
+@pytest.fixture
+def settings_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_cross_encoder_dir: Path) -> Path:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("RERANK_MODEL", str(tiny_cross_encoder_dir))
+    monkeypatch.setenv("RERANK_MAX_LENGTH", "64")
+    for name in ("OPENSEARCH_URL", "REDIS_URL"):
+        monkeypatch.delenv(name, raising=False)
+    return tmp_path
+
+
+def test_every_system_is_scored_and_a_second_run_reuses_the_embeddings(
+    settings_env: Path, embedder: Embedder
+) -> None:
+    settings = load_settings()
+    first = run_eval(settings, demo_data_dir(), rerank_depth=5, embedder=embedder)
+    assert set(first["systems"]) == {
+        "bm25",
+        "dense",
+        "hybrid-rrf",
+        "hybrid-minmax",
+        "hybrid-zscore",
+        "hybrid-zscore+rerank@5",
+    }
+    assert first["queries"] == 32 and first["rerank_failures"] == []
+    for metrics in first["systems"].values():
+        assert set(metrics) == {"ndcg@10", "mrr@10", "recall@100", "hit@1", "hit@10"}
+        assert all(0.0 <= value <= 1.0 for value in metrics.values())
+    assert first["systems"]["hybrid-zscore"]["recall@100"] >= first["systems"]["bm25"]["recall@100"]
+    # Reranking only reorders the top 5: recall@100 cannot change.
+    assert (
+        first["systems"]["hybrid-zscore+rerank@5"]["recall@100"]
+        == first["systems"]["hybrid-zscore"]["recall@100"]
+    )
+    assert not first["embedding_cache_hit"] and first["index_built"]
+
+    second = run_eval(settings, demo_data_dir(), rerank_depth=5, embedder=embedder)
+    assert second["embedding_cache_hit"] and not second["index_built"]
+    assert second["systems"] == first["systems"]
+
+
+def test_query_metadata_is_never_read(settings_env: Path, embedder: Embedder) -> None:
+    leaky = settings_env / "leaky"
+    shutil.copytree(demo_data_dir(), leaky)
+    qrels = load_beir(leaky).qrels
+    lines = (leaky / "queries.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    for record in records:  # the answers, where a careless evaluator could find them
+        record["metadata"] = {"relevant": sorted(qrels[record["_id"]])}
+    (leaky / "queries.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    settings = load_settings(rerank_model="none")
+    clean = run_eval(settings, demo_data_dir(), embedder=embedder)
+    leaked = run_eval(settings, leaky, embedder=embedder)
+    assert leaked["systems"] == clean["systems"]
+
+
+def test_a_missing_split_is_a_clear_error(settings_env: Path) -> None:
+    from connector.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="no qrels for split 'train'"):
+        load_beir(demo_data_dir(), "train")
