@@ -314,9 +314,8 @@ def evaluate(
         table.add_row(name, *(f"{metrics[c]:.4f}" for c in columns))
     out.print(table)
     if report["rerank_model"] is None:
-        out.print(
-            "[yellow]no reranked system:[/] RERANK_MODEL is off or could not be loaded", highlight=False
-        )
+        why = report["rerank_skipped"] or "RERANK_MODEL is off"
+        out.print(f"[yellow]no reranked system:[/] {why}", highlight=False)
     for failure in report["rerank_failures"][:5]:
         err.print(f"[yellow]not reranked[/] {failure}", highlight=False)
     if report["rerank_failures"]:
