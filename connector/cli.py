@@ -35,7 +35,10 @@ def index(
     skip_invalid: Annotated[
         bool, typer.Option("--skip-invalid", help="index the valid records and report each bad one")
     ] = False,
-    recreate: Annotated[bool, typer.Option("--recreate", help="drop the index first")] = False,
+    recreate: Annotated[
+        bool,
+        typer.Option("--recreate", help="replace the index; the old one serves until the new is written"),
+    ] = False,
     index_name: Annotated[str | None, typer.Option("--index", help="overrides INDEX_NAME")] = None,
 ) -> None:
     """Load, validate, embed and index documents."""

@@ -70,6 +70,7 @@ class EmbeddedBackend:
         self._row_of: dict[str, int] = {}
         self._vectors: Vector = np.zeros((0, 0), dtype=np.float32)
         self._bm25: LuceneBM25 | None = None
+        self._unsaved = False
         self._load()
 
     # --- index lifecycle -------------------------------------------------------------------------------
@@ -81,12 +82,15 @@ class EmbeddedBackend:
         if self._info is not None and not recreate:
             check_index_matches(self._info, embedding_model, dimension)
             return self._info
-        if recreate and self.root.exists():
-            shutil.rmtree(self.root)
+        replacing = self._info is not None
         self._documents, self._terms, self._row_of, self._bm25 = [], [], {}, None
         self._vectors = np.zeros((0, dimension), dtype=np.float32)
         self._info = IndexInfo(self.index_name, embedding_model, dimension, 0)
-        self._persist()
+        # A re-created index replaces the old one on disk only at its first write or commit, so a run that
+        # dies while embedding leaves the old index in place; a new index exists on disk at once.
+        self._unsaved = replacing
+        if not replacing:
+            self._persist()
         return self._info
 
     # --- writes ----------------------------------------------------------------------------------------
@@ -124,7 +128,9 @@ class EmbeddedBackend:
         return len(doomed)
 
     def commit(self) -> None:
-        """Nothing to do: every write above is already durable and searchable."""
+        """Writes are durable and searchable as they happen; only a re-created, still empty index waits."""
+        if self._unsaved:
+            self._persist()
 
     # --- reads -----------------------------------------------------------------------------------------
 
@@ -202,6 +208,7 @@ class EmbeddedBackend:
 
     def _persist(self) -> None:
         assert self._info is not None
+        self._unsaved = False
         self.root.mkdir(parents=True, exist_ok=True)
         previous = self._current_generation()
         number = int(previous.name.split("-")[1]) + 1 if previous else 1

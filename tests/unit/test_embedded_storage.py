@@ -78,3 +78,16 @@ def test_inconsistent_files_are_reported(tmp_path: Path) -> None:
 def test_index_names_must_be_plain_folder_names(tmp_path: Path, name: str) -> None:
     with pytest.raises(ConfigurationError, match="INDEX_NAME"):
         EmbeddedBackend(tmp_path, name)
+
+
+def test_recreating_keeps_the_old_index_on_disk_until_the_first_write(tmp_path: Path) -> None:
+    store = built(tmp_path)
+    store.create_index("other-model", 8, recreate=True)  # then, say, the embedding run dies
+    assert EmbeddedBackend(tmp_path, "idx").index_info().embedding_model == "m"  # type: ignore[union-attr]
+    store.commit()
+    reopened = EmbeddedBackend(tmp_path, "idx").index_info()
+    assert reopened is not None and (reopened.embedding_model, reopened.dimension, reopened.count) == (
+        "other-model",
+        8,
+        0,
+    )
