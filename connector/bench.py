@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 
 from connector.backends.embedded import LuceneBM25
-from connector.demo import demo_data_dir, load_queries
-from connector.documents import load_documents
+from connector.demo import demo_data_dir
 from connector.errors import ConfigurationError
+from connector.evaluation import load_beir
 from connector.rerank import Reranker
 from connector.settings import Settings
 from connector.text import tokenize
@@ -38,10 +38,8 @@ def latency_summary(samples_ms: Sequence[float]) -> dict[str, float]:
 
 def candidate_sets(folder: Path, n_queries: int, depth: int) -> list[tuple[str, list[Candidate]]]:
     """`n_queries` queries of a BEIR folder (cycled if it has fewer), each with its BM25 top `depth`."""
-    documents = load_documents(folder).documents
-    queries, _ = load_queries(folder) if (folder / "qrels" / "test.tsv").is_file() else ({}, {})
-    if not queries:
-        raise ConfigurationError(f"{folder} has no queries.jsonl with qrels/test.tsv")
+    benchmark = load_beir(folder)
+    documents, queries = benchmark.documents, benchmark.queries
     bm25 = LuceneBM25([tokenize(d.full_text) or [""] for d in documents])
     texts = list(queries.values())
     sets = []

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import json
 import os
 import time
 from importlib import resources
@@ -12,8 +10,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from connector.documents import load_documents
 from connector.errors import ModelLoadError
+from connector.evaluation import load_beir
 from connector.factory import make_embedder, make_pipeline, make_scorer, open_backend
 from connector.indexing import index_documents
 from connector.metrics import ndcg_at_k
@@ -29,26 +27,12 @@ def demo_data_dir() -> Path:
     return Path(str(resources.files("connector") / "demo_data"))
 
 
-def load_queries(folder: Path) -> tuple[dict[str, str], dict[str, dict[str, int]]]:
-    queries = {}
-    with (folder / "queries.jsonl").open(encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                record = json.loads(line)
-                queries[str(record["_id"])] = str(record["text"])
-    qrels: dict[str, dict[str, int]] = {}
-    with (folder / "qrels" / "test.tsv").open(encoding="utf-8") as handle:
-        for row in csv.DictReader(handle, delimiter="\t"):
-            qrels.setdefault(row["query-id"], {})[row["corpus-id"]] = int(row["score"])
-    return queries, qrels
-
-
 def run_demo(settings: Settings, console: Console, *, rerank: bool = True) -> None:
     # The demo promises to run offline: never wait on a model hub that cannot be reached.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     folder = demo_data_dir()
-    documents = load_documents(folder).documents
-    queries, qrels = load_queries(folder)
+    benchmark = load_beir(folder)
+    documents, queries, qrels = benchmark.documents, benchmark.queries, benchmark.qrels
 
     embedder = make_embedder(settings)
     console.print(

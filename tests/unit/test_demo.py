@@ -5,14 +5,14 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from connector.demo import demo_data_dir, load_queries, run_demo
-from connector.documents import load_documents
+from connector.demo import demo_data_dir, run_demo
+from connector.evaluation import load_beir
 from connector.settings import load_settings
 
 
 def test_demo_corpus_is_consistent() -> None:
-    documents = load_documents(demo_data_dir()).documents
-    queries, qrels = load_queries(demo_data_dir())
+    benchmark = load_beir(demo_data_dir())
+    documents, queries, qrels = benchmark.documents, benchmark.queries, benchmark.qrels
     ids = {d.id for d in documents}
     assert len(documents) >= 200 and len(queries) >= 20
     assert set(qrels) == set(queries)
