@@ -243,10 +243,10 @@ def plot_report(report: dict[str, Any], path: Path) -> None:
     for xi, value in zip(x, ndcg, strict=True):
         ax.text(xi - 0.2, value + 0.01, f"{value:.3f}", ha="center", fontsize=8)
     ax.set_xticks(x, names, rotation=20, ha="right")
-    ax.set_ylim(0, 1.05)
+    ax.set_ylim(0, 1.15)
     name = Path(report["dataset"]).name
     ax.set_title(f"{name} ({report['split']}, {report['queries']} queries, {report['backend']} backend)")
-    ax.legend()
+    ax.legend(loc="upper right", ncols=2)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
