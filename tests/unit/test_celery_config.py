@@ -57,6 +57,9 @@ def test_celery_finds_the_app_in_the_workers_package(settings: Settings) -> None
     import workers
 
     workers.__dict__.pop("app", None)
-    app = find_app("workers")
-    assert TASK_NAME in app.tasks or "workers.tasks" in app.conf.include
+    app = find_app("workers")  # what `celery -A workers worker` does
+    assert app.conf.task_default_queue == queue_for(settings.rerank_model or "")
+    assert app.conf.broker_url == "redis://127.0.0.1:6399/0"
+    app.loader.import_default_modules()  # the worker imports the task modules at start
+    assert TASK_NAME in app.tasks
     workers.__dict__.pop("app", None)
