@@ -7,7 +7,7 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -18,6 +18,9 @@ from connector.documents import load_documents
 from connector.errors import ConnectorError
 from connector.progress import progress_bar
 from connector.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from connector.pipeline import SearchResult
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 out = Console(soft_wrap=True)  # long messages stay one line, so logs can be grepped
@@ -178,10 +181,7 @@ def bench_celery(
     out.print(f"report: {out_dir / 'bench-celery.json'}, chart: {out_dir / 'bench-celery.png'}")
 
 
-def _print_result(result: object, filters: Filters) -> None:
-    from connector.pipeline import SearchResult
-
-    assert isinstance(result, SearchResult)
+def _print_result(result: SearchResult, filters: Filters) -> None:
     table = Table(title=f"{result.query!r}" + (f"  filters {dict(filters)}" if filters else ""))
     for column in ("#", "id", "title / text", "bm25", "vector", "fused", "rerank"):
         table.add_column(column, overflow="fold" if column == "title / text" else "ellipsis")

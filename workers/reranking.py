@@ -206,10 +206,3 @@ def parse_request(payload: object) -> tuple[str, list[Candidate]]:
             )
         candidates.append(Candidate(doc_id, text))
     return query, candidates
-
-
-def rerank_request(scorer: CrossEncoderScorer, payload: object) -> dict[str, Any]:
-    """The whole job of a rerank worker on one request, as plain JSON in and out."""
-    query, candidates = parse_request(payload)
-    scored = scorer.score(query, candidates)
-    return {"model": scorer.model_name, "scores": [{"id": s.id, "score": s.score} for s in scored]}

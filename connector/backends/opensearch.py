@@ -182,7 +182,7 @@ class OpenSearchBackend:
     def commit(self) -> None:
         """Make every write searchable; after a re-index, point the alias at the new index atomically and
         drop the old one, so searches never see a half-built index."""
-        target = self._write_index or self._live_index()
+        target = self._write_target()
         if target is None:
             return
         self._call(lambda: self.client.indices.refresh(index=target), "refresh")
@@ -198,8 +198,12 @@ class OpenSearchBackend:
             actions.insert(0, {"remove": {"index": old, "alias": self.alias}})
         self._call(lambda: self.client.indices.update_aliases(body={"actions": actions}), "update the alias")
 
+    def _write_target(self) -> str | None:
+        """Where writes go: the index being built by a re-index, else the live one."""
+        return self._write_index or self._live_index()
+
     def _target(self) -> str:
-        target = self._write_index or self._live_index()
+        target = self._write_target()
         if target is None:
             raise IndexMissingError(
                 f"index {self.alias!r} does not exist; run `hybrid-rerank index PATH` first"

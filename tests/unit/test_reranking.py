@@ -10,8 +10,8 @@ from workers.reranking import (
     CrossEncoderScorer,
     RerankInputError,
     parse_request,
-    rerank_request,
 )
+from workers.tasks import score_request
 
 LONG_TEXT = " ".join(f"the moon orbit earth light phase {word}" for word in ["sun", "star", "rain"] * 12)
 
@@ -64,7 +64,8 @@ def test_a_long_document_scores_as_its_best_passage(scorer: CrossEncoderScorer) 
 
 
 def test_request_round_trip_is_plain_json(scorer: CrossEncoderScorer) -> None:
-    reply = rerank_request(scorer, {"query": "moon", "candidates": [{"id": "x", "text": "the moon"}]})
+    query, candidates = parse_request({"query": "moon", "candidates": [{"id": "x", "text": "the moon"}]})
+    reply = score_request(scorer, None, query, candidates)
     assert reply["model"] == scorer.model_name
     assert [item["id"] for item in reply["scores"]] == ["x"]
     assert isinstance(reply["scores"][0]["score"], float)
