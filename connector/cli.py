@@ -181,6 +181,231 @@ def bench_celery(
     out.print(f"report: {out_dir / 'bench-celery.json'}, chart: {out_dir / 'bench-celery.png'}")
 
 
+@bench_app.command("rerank")
+def bench_rerank(
+    dataset: Annotated[Path, typer.Argument(help="BEIR folder (test split) for queries and candidates")],
+    model: Annotated[
+        str | None, typer.Option(help="cross-encoder with torch weights (default RERANK_MODEL)")
+    ] = None,
+    queries: Annotated[int, typer.Option(min=1, help="test queries measured")] = 20,
+    full: Annotated[bool, typer.Option("--full", help="every test query")] = False,
+    depth: Annotated[int, typer.Option(min=1, help="candidates scored per query")] = 100,
+    quality_depth: Annotated[int, typer.Option(min=1, help="candidates reranked for nDCG@10")] = 30,
+    max_length: Annotated[int, typer.Option(min=16, help="window of the baseline and the variants")] = 256,
+    out_dir: Annotated[Path, typer.Option("--out")] = Path("bench-results"),
+    as_json: Annotated[bool, typer.Option("--json", help="print the JSON report")] = False,
+) -> None:
+    """Rerank pairs/s, per-query latency, peak RSS and nDCG@10: the sentence-transformers baseline against our
+    scorer in each backend (torch fp32, bf16, ONNX, ONNX int8) and the default configuration, one run."""
+    from connector.bench_rerank import (
+        default_variants,
+        plot_rerank_bench,
+        run_rerank_bench,
+        torch_model_for_bench,
+    )
+    from connector.training import bf16_available
+
+    settings = _settings()
+    say = lambda m: err.print(m, highlight=False)  # noqa: E731
+    chosen, trained = torch_model_for_bench(settings, model, say)
+    variants = default_variants(
+        max_length, settings.rerank_backend, settings.rerank_max_length, bf16=bf16_available()
+    )
+    report = run_rerank_bench(
+        settings,
+        dataset,
+        chosen,
+        n_queries=None if full else queries,
+        depth=depth,
+        quality_depth=quality_depth,
+        variants=variants,
+        log=say,
+    )
+    report["trained_model"] = trained
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "bench-rerank.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    plot_rerank_bench(report, out_dir / "bench-rerank.png")
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    table = Table(
+        title=f"rerank: {report['pairs']} pairs ({report['queries']} queries x {depth}), {report['machine']}"
+    )
+    for column in (
+        "variant",
+        "pairs/s",
+        "vs baseline",
+        "p50 ms",
+        "p95 ms",
+        "peak RSS MiB",
+        "nDCG@10",
+        "interp.",
+    ):
+        table.add_column(column)
+    for row in report["results"]:
+        table.add_row(
+            row["name"],
+            f"{row['pairs_per_s']:.1f}",
+            f"x{row['speedup']:.2f}",
+            f"{row['latency_ms']['p50']:.0f}",
+            f"{row['latency_ms']['p95']:.0f}",
+            f"{row['peak_rss_mib']:.0f}",
+            f"{row['ndcg@10']['rerank']:.4f} ({row['ndcg_delta']:+.4f})",
+            f"{row['ndcg@10']['interpolated']:.4f}",
+        )
+    out.print(table)
+    out.print(f"report: {out_dir / 'bench-rerank.json'}, chart: {out_dir / 'bench-rerank.png'}")
+
+
+@bench_app.command("embed")
+def bench_embed(
+    dataset: Annotated[Path, typer.Argument(help="BEIR folder whose corpus is embedded")],
+    docs: Annotated[int, typer.Option(min=1, help="documents embedded")] = 400,
+    full: Annotated[
+        bool, typer.Option("--full", help="the whole corpus, and each variant's dense nDCG@10")
+    ] = False,
+    out_dir: Annotated[Path, typer.Option("--out")] = Path("bench-results"),
+    as_json: Annotated[bool, typer.Option("--json", help="print the JSON report")] = False,
+) -> None:
+    """Index-time embedding docs/s: plain SentenceTransformer.encode against our embedder's backends."""
+    from connector.bench_embed import plot_embed_bench, run_embed_bench
+
+    settings = _settings()
+    report = run_embed_bench(
+        settings, dataset, n_docs=docs, full=full, log=lambda m: err.print(m, highlight=False)
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "bench-embed.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    plot_embed_bench(report, out_dir / "bench-embed.png")
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    table = Table(title=f"embedding {report['documents']} documents ({report['model']}), {report['machine']}")
+    for column in ("variant", "docs/s", "vs baseline", "peak RSS MiB", "cosine to baseline", "dense nDCG@10"):
+        table.add_column(column)
+    for row in report["results"]:
+        cosine = row["cosine_to_baseline"]
+        table.add_row(
+            row["name"],
+            f"{row['docs_per_s']:.1f}",
+            f"x{row['speedup']:.2f}",
+            f"{row['peak_rss_mib']:.0f}",
+            f"mean {cosine['mean']:.4f}, min {cosine['min']:.4f}",
+            f"{row['dense_ndcg@10']:.4f}" if "dense_ndcg@10" in row else "--full",
+        )
+    out.print(table)
+    out.print(f"report: {out_dir / 'bench-embed.json'}, chart: {out_dir / 'bench-embed.png'}")
+
+
+@bench_app.command("search")
+def bench_search(
+    dataset: Annotated[Path, typer.Argument(help="BEIR folder (test split)")],
+    queries: Annotated[int, typer.Option(min=1, help="test queries measured")] = 100,
+    out_dir: Annotated[Path, typer.Option("--out")] = Path("bench-results"),
+    as_json: Annotated[bool, typer.Option("--json", help="print the JSON report")] = False,
+) -> None:
+    """First-stage per-stage p50/p95 on the embedded backend and (with OPENSEARCH_URL) on OpenSearch, hybrid
+    recall against BM25-only on the same index."""
+    from connector.bench_stack import run_search_bench
+
+    report = run_search_bench(
+        _settings(), dataset, n_queries=queries, log=lambda m: err.print(m, highlight=False)
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "bench-search.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    table = Table(title=f"first stage per stage, ms ({report['machine']})")
+    for column in ("backend", "stage", "p50", "p95"):
+        table.add_column(column)
+    for backend, stages in report["backends"].items():
+        for stage in ("embed_query", "bm25_only", "bm25", "knn", "fusion", "hybrid_recall"):
+            if stage in stages:
+                table.add_row(backend, stage, f"{stages[stage]['p50']:.2f}", f"{stages[stage]['p95']:.2f}")
+        ratio = stages["hybrid_vs_bm25_only"]
+        table.add_row(backend, "hybrid / BM25-only", f"x{ratio['p50']:.2f}", f"x{ratio['p95']:.2f}")
+    out.print(table)
+
+
+@bench_app.command("index")
+def bench_index(
+    dataset: Annotated[Path, typer.Argument(help="BEIR folder whose corpus is written")],
+    docs: Annotated[int | None, typer.Option(min=1, help="documents written (default: all)")] = None,
+    rounds: Annotated[int, typer.Option(min=1, help="alternating rounds; the best of each side counts")] = 2,
+    out_dir: Annotated[Path, typer.Option("--out")] = Path("bench-results"),
+    as_json: Annotated[bool, typer.Option("--json", help="print the JSON report")] = False,
+) -> None:
+    """OpenSearch bulk docs/s, our backend against raw opensearch-py streaming_bulk (embedding excluded)."""
+    from connector.bench_stack import run_index_bench
+
+    report = run_index_bench(
+        _settings(), dataset, n_docs=docs, rounds=rounds, log=lambda m: err.print(m, highlight=False)
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "bench-index.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    out.print(
+        f"{report['documents']} documents: ours {report['ours_docs_per_s']:.0f} docs/s, raw streaming_bulk "
+        f"{report['raw_streaming_bulk_docs_per_s']:.0f} docs/s (ours x{report['ratio']:.2f})",
+        highlight=False,
+    )
+
+
+@bench_app.command("tradeoff")
+def bench_tradeoff(
+    dataset: Annotated[Path, typer.Argument(help="BEIR folder (test split)")],
+    model: Annotated[str | None, typer.Option(help="cross-encoder (default RERANK_MODEL)")] = None,
+    queries: Annotated[int, typer.Option(min=1)] = 50,
+    full: Annotated[bool, typer.Option("--full", help="every test query")] = False,
+    depths: Annotated[str, typer.Option(help="rerank depths, comma-separated")] = "10,30,50,100",
+    max_lengths: Annotated[str, typer.Option(help="windows, comma-separated")] = "128,256",
+    backend: Annotated[str | None, typer.Option(help="runner (default RERANK_BACKEND)")] = None,
+    out_dir: Annotated[Path, typer.Option("--out")] = Path("bench-results"),
+    as_json: Annotated[bool, typer.Option("--json", help="print the JSON report")] = False,
+) -> None:
+    """nDCG@10 against rerank milliseconds per query for each rerank depth and max_length, plotted."""
+    from connector.bench_rerank import plot_tradeoff, run_tradeoff
+
+    settings = _settings()
+    report = run_tradeoff(
+        settings,
+        dataset,
+        model or settings.rerank_model or "",
+        n_queries=None if full else queries,
+        depths=[int(d) for d in depths.split(",")],
+        max_lengths=[int(m) for m in max_lengths.split(",")],
+        backend=backend or settings.rerank_backend,
+        log=lambda m: err.print(m, highlight=False),
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "bench-tradeoff.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    plot_tradeoff(report, out_dir / "bench-tradeoff.png")
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    table = Table(
+        title=f"rerank trade-off, {report['queries']} queries, {report['backend']}, {report['machine']}"
+    )
+    for column in ("max_length", "depth", "ms/query", "p95 ms", "nDCG@10 rerank", "nDCG@10 interpolated"):
+        table.add_column(column)
+    for p in report["points"]:
+        table.add_row(
+            str(p["max_length"]),
+            str(p["depth"]),
+            f"{p['ms_per_query']:.0f}",
+            f"{p['p95_ms']:.0f}",
+            f"{p['ndcg@10']['rerank']:.4f}",
+            f"{p['ndcg@10']['interpolated']:.4f}",
+        )
+    out.print(table)
+    out.print(
+        f"first stage nDCG@10 {report['first_stage_ndcg@10']:.4f}; chart: {out_dir / 'bench-tradeoff.png'}"
+    )
+
+
 def _print_result(result: SearchResult, filters: Filters) -> None:
     table = Table(title=f"{result.query!r}" + (f"  filters {dict(filters)}" if filters else ""))
     for column in ("#", "id", "title / text", "bm25", "vector", "fused", "rerank"):
@@ -366,3 +591,92 @@ def main() -> None:
     except ConnectorError as exc:
         err.print(f"[bold red]error:[/] {exc}", highlight=False)
         sys.exit(2)
+
+
+@app.command("train-reranker")
+def train_reranker_command(
+    dataset: Annotated[Path, typer.Argument(help="BEIR folder with a training qrels split")],
+    output: Annotated[Path, typer.Option("--out", help="the model folder to write")] = Path(
+        "models/reranker"
+    ),
+    base_model: Annotated[str, typer.Option(help="local folder or packaged model name")] = "all-MiniLM-L6-v2",
+    split: Annotated[str, typer.Option(help="qrels split to train on (never test)")] = "train",
+    dev_queries: Annotated[int, typer.Option(min=0, help="training queries held out as dev")] = 100,
+    max_train_queries: Annotated[int | None, typer.Option(min=1, help="use only N training queries")] = None,
+    title_queries: Annotated[int, typer.Option(help="title pseudo-queries (-1: all titled docs)")] = -1,
+    sentence_queries: Annotated[int, typer.Option(min=0, help="sentence pseudo-queries")] = 2000,
+    negatives: Annotated[int, typer.Option(min=1, help="hard negatives per example")] = 4,
+    real_repeats: Annotated[int, typer.Option(min=1, help="times each qrels pair is seen per epoch")] = 2,
+    epochs: Annotated[float, typer.Option(min=0.0)] = 1.0,
+    batch_size: Annotated[int, typer.Option(min=1)] = 16,
+    learning_rate: Annotated[float, typer.Option(min=0.0)] = 3e-5,
+    max_length: Annotated[int, typer.Option(min=16)] = 128,
+    eval_steps: Annotated[int, typer.Option(min=1, help="score the dev split every N steps")] = 200,
+    seed: Annotated[int, typer.Option()] = 13,
+) -> None:
+    """Fine-tune a cross-encoder: qrels positives, hard negatives from our hybrid recall, pseudo-queries."""
+    from connector.training import TrainingConfig, train_reranker
+
+    if split == "test":
+        raise typer.BadParameter("training on the test split would make every test figure meaningless")
+    config = TrainingConfig(
+        base_model=base_model,
+        split=split,
+        dev_queries=dev_queries,
+        max_train_queries=max_train_queries,
+        title_queries=title_queries,
+        sentence_queries=sentence_queries,
+        negatives=negatives,
+        real_repeats=real_repeats,
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        max_length=max_length,
+        eval_steps=eval_steps,
+        seed=seed,
+    )
+    settings = _settings()
+    with contextlib.ExitStack() as stack:
+        bars: dict[str, Callable[[int, int], None]] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in bars:
+                unit = "docs" if stage == "embedding corpus" else "queries"
+                bars[stage] = stack.enter_context(progress_bar(err, stage, total, unit=unit))
+            bars[stage](done, total)
+
+        report = train_reranker(
+            settings, dataset, output, config, progress=progress, log=lambda m: err.print(m, highlight=False)
+        )
+    out.print(
+        f"model written to {output}: dev nDCG@10 first stage {report['dev']['first_stage_ndcg@10']:.4f}, "
+        f"rerank {report['dev']['rerank_ndcg@10']:.4f}, "
+        f"interpolated {report['dev']['interpolated_ndcg@10']:.4f} "
+        f"(rerank weight {report['interpolation_weight']}); trained in {report['train_seconds']:.0f} s",
+        highlight=False,
+    )
+
+
+@app.command("export-reranker")
+def export_reranker_command(
+    model_dir: Annotated[Path, typer.Argument(help="a cross-encoder folder with torch weights")],
+    output: Annotated[Path, typer.Option("--out", help="the ONNX folder to write")],
+    int8: Annotated[bool, typer.Option("--int8/--fp32", help="dynamic int8 quantization")] = True,
+) -> None:
+    """Export a cross-encoder to a self-contained ONNX folder (int8 by default) that runs without torch
+    weights; RERANK_MODEL can point at it."""
+    from workers.inference import export_folder
+
+    onnx_file = export_folder(model_dir, output, int8=int8, trust_remote_code=_settings().trust_remote_code)
+    card = model_dir / "README.md"
+    if card.is_file():
+        text = card.read_text(encoding="utf-8")
+        note = (
+            f"\n## This folder\n\n`{onnx_file.name}`: {'dynamic int8' if int8 else 'fp32'} ONNX export of "
+            f"`{model_dir.name}` made by "
+            f"`hybrid-rerank export-reranker {model_dir.name} --out {output.name}`, "
+            "run with onnxruntime; no torch weights.\n"
+        )
+        (output / "README.md").write_text(text + note, encoding="utf-8")
+    size = sum(f.stat().st_size for f in output.iterdir() if f.is_file())
+    out.print(f"wrote {output}: {onnx_file.name}, {size / 1e6:.1f} MB in all", highlight=False)

@@ -1,9 +1,19 @@
-"""The bi-encoder: sentence-transformers, batched, L2-normalized so a dot product is the cosine."""
+"""The bi-encoder: sentence-transformers, batched, L2-normalized so a dot product is the cosine.
+
+Backends: `torch` (sentence-transformers' encode, fp32), `torch-bf16` (the same under bf16 autocast), and
+`onnx` / `onnx-int8` (the transformer exported once, cached on disk, run with onnxruntime; inputs sorted by
+length and packed up to a token budget, then mean or CLS pooling as the model's pooling config says). Query
+embeddings are kept in a small LRU cache: a repeated query skips the model.
+"""
 
 from __future__ import annotations
 
+import json
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import Any
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 
@@ -13,6 +23,8 @@ from connector.errors import ModelLoadError, describe_exception
 from connector.models import ModelSource, resolve_model
 
 ProgressCallback = Callable[[int, int], None]  # (documents done, total)
+EmbeddingBackend = Literal["torch", "torch-bf16", "onnx", "onnx-int8"]
+EMBEDDING_BACKENDS: tuple[str, ...] = ("torch", "torch-bf16", "onnx", "onnx-int8")
 
 
 def quiet_transformers() -> None:
@@ -32,13 +44,34 @@ class Embedder:
         batch_size: int = 32,
         device: str | None = None,
         trust_remote_code: bool = False,
+        backend: EmbeddingBackend = "torch",
+        token_budget: int = 16384,
+        threads: int | None = None,
+        cache_dir: Path | None = None,
+        query_cache_size: int = 1024,
     ) -> None:
+        if backend not in EMBEDDING_BACKENDS:
+            raise ModelLoadError(
+                f"unknown embedding backend {backend!r}: use one of {', '.join(EMBEDDING_BACKENDS)}"
+            )
         self.model_name = model_name
         self.source: ModelSource = resolve_model(model_name)
         self.batch_size = batch_size
         self.device = device
         self.trust_remote_code = trust_remote_code
+        self.backend = backend
+        self.token_budget = token_budget
+        self.threads = threads
+        self.cache_dir = cache_dir or Path("data") / "onnx-cache"
+        self.query_cache_size = query_cache_size
         self._model: Any = None
+        self._onnx: _OnnxEncoder | None = None
+        self._queries: OrderedDict[str, Vector] = OrderedDict()
+
+    @property
+    def cache_name(self) -> str:
+        """The model and, when it changes the vectors, the backend: the key of cached corpus embeddings."""
+        return self.model_name if self.backend == "torch" else f"{self.model_name}|{self.backend}"
 
     @property
     def model(self) -> Any:
@@ -65,19 +98,42 @@ class Embedder:
 
     def embed_texts(self, texts: Sequence[str], progress: ProgressCallback | None = None) -> Vector:
         """Embeddings of `texts`, one normalized float32 row each, computed in batches."""
+        if self.backend in ("onnx", "onnx-int8"):
+            return self._onnx_encoder().embed(texts, progress)
         rows: list[Vector] = []
         total = len(texts)
-        for start in range(0, total, self.batch_size):
-            batch = list(texts[start : start + self.batch_size])
-            encoded = self.model.encode(
-                batch, batch_size=self.batch_size, normalize_embeddings=True, show_progress_bar=False
-            )
-            rows.append(np.asarray(encoded, dtype=np.float32))
-            if progress is not None:
-                progress(min(start + len(batch), total), total)
+        chunk = self.batch_size * 16  # encode sorts each call's texts by length: give it many at once
+        with self._precision():
+            for start in range(0, total, chunk):
+                batch = list(texts[start : start + chunk])
+                encoded = self.model.encode(
+                    batch, batch_size=self.batch_size, normalize_embeddings=True, show_progress_bar=False
+                )
+                rows.append(np.asarray(encoded, dtype=np.float32))
+                if progress is not None:
+                    progress(min(start + len(batch), total), total)
         if not rows:
             return np.zeros((0, self.dimension), dtype=np.float32)
         return np.vstack(rows)
+
+    def _precision(self) -> Any:
+        if self.backend != "torch-bf16":
+            return nullcontext()
+        import torch
+
+        device_type = "cuda" if str(self.model.device).startswith("cuda") else "cpu"
+        return torch.autocast(device_type, dtype=torch.bfloat16)
+
+    def _onnx_encoder(self) -> _OnnxEncoder:
+        if self._onnx is None:
+            try:
+                self._onnx = _OnnxEncoder(self)
+            except Exception as exc:
+                raise ModelLoadError(
+                    f"could not run embedding model {self.model_name!r} with {self.backend}: "
+                    f"{describe_exception(exc)}. Set EMBEDDING_BACKEND=torch."
+                ) from exc
+        return self._onnx
 
     def embed_documents(
         self, documents: Sequence[Document], progress: ProgressCallback | None = None
@@ -85,5 +141,88 @@ class Embedder:
         return self.embed_texts([doc.full_text for doc in documents], progress)
 
     def embed_query(self, query: str) -> Vector:
+        """One query's embedding; a repeated query comes from the LRU cache (as a copy)."""
+        cached = self._queries.get(query)
+        if cached is not None:
+            self._queries.move_to_end(query)
+            return cached.copy()
         vector: Vector = self.embed_texts([query])[0]
+        if self.query_cache_size > 0:
+            self._queries[query] = vector.copy()
+            if len(self._queries) > self.query_cache_size:
+                self._queries.popitem(last=False)
         return vector
+
+    @property
+    def query_cache_entries(self) -> int:
+        return len(self._queries)
+
+
+class _OnnxEncoder:
+    """The transformer of a sentence-transformers folder through onnxruntime, with its pooling."""
+
+    def __init__(self, embedder: Embedder) -> None:
+        from workers.inference import OnnxRunner, cached_onnx, cls_pool, load_tokenizer, mean_pool
+
+        folder = Path(self.folder_of(embedder))
+        pooling = _read_json(folder / "1_Pooling" / "config.json")
+        if pooling.get("pooling_mode_cls_token"):
+            self.pool = cls_pool
+        elif pooling.get("pooling_mode_mean_tokens", True) and not any(
+            pooling.get(k) for k in ("pooling_mode_max_tokens", "pooling_mode_mean_sqrt_len_tokens")
+        ):
+            self.pool = mean_pool
+        else:
+            raise ValueError(f"pooling {pooling} is not mean or CLS")
+        self.max_length = int(_read_json(folder / "sentence_bert_config.json").get("max_seq_length", 512))
+        self.tokenizer = load_tokenizer(folder, trust_remote_code=embedder.trust_remote_code)
+        path = cached_onnx(
+            folder,
+            embedder.backend == "onnx-int8",
+            embedder.cache_dir,
+            head="encoder",
+            trust_remote_code=embedder.trust_remote_code,
+        )
+        self.runner = OnnxRunner(path, threads=embedder.threads, output="last_hidden_state")
+        self.token_budget = embedder.token_budget
+        self.batch_size = embedder.batch_size
+
+    @staticmethod
+    def folder_of(embedder: Embedder) -> str:
+        folder = Path(embedder.source.location)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{embedder.source.location} is not a local folder")
+        modules = _read_json(folder / "modules.json")
+        if isinstance(modules, list) and modules and modules[0].get("path"):
+            return str(folder / str(modules[0]["path"]))
+        return str(folder)
+
+    def embed(self, texts: Sequence[str], progress: ProgressCallback | None) -> Vector:
+        from workers.inference import run_batched
+
+        encoded = self.tokenizer(list(texts), truncation=True, max_length=self.max_length, verbose=False)
+        rows = [
+            {name: encoded[name][i] for name in ("input_ids", "token_type_ids") if name in encoded}
+            for i in range(len(texts))
+        ]
+        total = len(texts)
+        vectors = run_batched(
+            self.runner,
+            rows,
+            self.token_budget,
+            self.batch_size * 4,
+            self.tokenizer.pad_token_id or 0,
+            pool=self.pool,
+            progress=(lambda done: progress(done, total)) if progress else None,
+        )
+        if total == 0:
+            return np.zeros((0, 0), dtype=np.float32)
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        return np.asarray(vectors / np.clip(norms, 1e-12, None), dtype=np.float32)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}

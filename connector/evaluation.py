@@ -20,8 +20,9 @@ from connector.backends.base import Backend, Vector
 from connector.documents import Document, load_documents
 from connector.embedder import Embedder
 from connector.errors import ConfigurationError, ModelLoadError
-from connector.fusion import fuse
+from connector.fusion import fuse, interpolate
 from connector.metrics import hit_rate_at_k, mrr_at_k, ndcg_at_k, recall_at_k
+from connector.models import rerank_weight
 from connector.rerank import InProcessReranker, Reranker
 from connector.settings import FusionMethod, Settings
 from workers.reranking import Candidate
@@ -73,7 +74,7 @@ def cached_embeddings(
     embedder: Embedder, documents: Sequence[Document], cache_dir: Path, progress: Progress | None = None
 ) -> tuple[Vector, bool]:
     """Corpus embeddings from `cache_dir` when this model has embedded this corpus before; (vectors, hit)."""
-    model = hashlib.sha256(embedder.model_name.encode("utf-8")).hexdigest()[:12]
+    model = hashlib.sha256(embedder.cache_name.encode("utf-8")).hexdigest()[:12]
     path = cache_dir / f"{model}-{corpus_fingerprint(documents)[:16]}.npy"
     if path.is_file():
         vectors = np.load(path, allow_pickle=False)
@@ -115,11 +116,11 @@ def ensure_eval_index(
     if (
         info is not None
         and info.count == len(documents)
-        and info.embedding_model == embedder.model_name
+        and info.embedding_model == embedder.cache_name
         and info.dimension == vectors.shape[1]
     ):
         return False
-    backend.create_index(embedder.model_name, int(vectors.shape[1]), recreate=True)
+    backend.create_index(embedder.cache_name, int(vectors.shape[1]), recreate=True)
     report = backend.bulk_index(documents, vectors)
     backend.commit()
     if report.failures:
@@ -127,6 +128,59 @@ def ensure_eval_index(
             f"{len(report.failures)} documents failed to index, e.g. {report.failures[0]}"
         )
     return True
+
+
+@dataclass(frozen=True)
+class PreparedBenchmark:
+    benchmark: Benchmark
+    backend: Backend
+    embedder: Embedder
+    cache_hit: bool
+    index_built: bool
+
+
+def prepare_benchmark(
+    settings: Settings,
+    folder: Path,
+    split: str,
+    *,
+    backend: Backend | None = None,
+    embedder: Embedder | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> PreparedBenchmark:
+    """The BEIR split loaded, its corpus embedded (or read from the cache) and indexed (or reused)."""
+    from connector.factory import make_embedder, open_backend
+
+    benchmark = load_beir(folder, split)
+    embedder = embedder or make_embedder(settings)
+    vectors, cache_hit = cached_embeddings(
+        embedder,
+        benchmark.documents,
+        settings.data_dir / "embedding-cache",
+        (lambda done, total: progress("embedding corpus", done, total)) if progress else None,
+    )
+    backend = backend or open_backend(settings, eval_index_name(benchmark))
+    built = ensure_eval_index(backend, embedder, benchmark.documents, vectors)
+    return PreparedBenchmark(benchmark, backend, embedder, cache_hit, built)
+
+
+def hybrid_rankings(
+    backend: Backend, settings: Settings, texts: Sequence[str], vectors: Vector, depth: int
+) -> list[list[tuple[str, float]]]:
+    """The configured hybrid fusion's top `depth` (id, fused score) for each query text."""
+    weights = [settings.bm25_weight, 1.0 - settings.bm25_weight]
+    rankings: list[list[tuple[str, float]]] = []
+    for text, vector in zip(texts, vectors, strict=True):
+        recall = backend.recall(text, vector, settings.recall_depth)
+        legs = [
+            [(h.document.id, h.score) for h in recall.bm25],
+            [(h.document.id, h.score) for h in recall.knn],
+        ]
+        fused = fuse(
+            settings.fusion, legs, rrf_k=settings.rrf_k, weights=None if settings.fusion == "rrf" else weights
+        )
+        rankings.append([(f.id, f.score) for f in fused[:depth]])
+    return rankings
 
 
 def run_eval(
@@ -142,21 +196,16 @@ def run_eval(
     progress: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Every system on the same recall legs; the reranked system reranks the configured fusion's top M."""
-    from connector.factory import make_embedder, make_reranker, open_backend
+    from connector.factory import make_reranker
 
     started = time.perf_counter()
-    benchmark = load_beir(folder, split)
+    prepared = prepare_benchmark(
+        settings, folder, split, backend=backend, embedder=embedder, progress=progress
+    )
+    benchmark, backend, embedder = prepared.benchmark, prepared.backend, prepared.embedder
+    cache_hit, built = prepared.cache_hit, prepared.index_built
     query_ids = sorted(benchmark.queries)[:max_queries] if max_queries else sorted(benchmark.queries)
     qrels = {q: benchmark.qrels[q] for q in query_ids}
-    embedder = embedder or make_embedder(settings)
-    vectors, cache_hit = cached_embeddings(
-        embedder,
-        benchmark.documents,
-        settings.data_dir / "embedding-cache",
-        (lambda done, total: progress("embedding corpus", done, total)) if progress else None,
-    )
-    backend = backend or open_backend(settings, eval_index_name(benchmark))
-    built = ensure_eval_index(backend, embedder, benchmark.documents, vectors)
     query_vectors = embedder.embed_texts([benchmark.queries[q] for q in query_ids])
 
     depth = settings.rerank_depth if rerank_depth is None else rerank_depth
@@ -165,6 +214,7 @@ def run_eval(
         name: {} for name in ("bm25", "dense", *(f"hybrid-{f}" for f in FUSIONS))
     }
     heads: dict[str, list[Candidate]] = {}
+    head_scores: dict[str, dict[str, float]] = {}  # the configured fusion's scores of the reranked head
     for done, (query_id, vector) in enumerate(zip(query_ids, query_vectors, strict=True), start=1):
         recall = backend.recall(benchmark.queries[query_id], vector, settings.recall_depth)
         bm25 = [(h.document.id, h.score) for h in recall.bm25]
@@ -177,6 +227,8 @@ def run_eval(
                 method, [bm25, knn], rrf_k=settings.rrf_k, weights=None if method == "rrf" else weights
             )
             runs[f"hybrid-{method}"][query_id] = [f.id for f in fused]
+            if method == settings.fusion:
+                head_scores[query_id] = {f.id: f.score for f in fused[:depth]}
         heads[query_id] = [
             Candidate(i, texts[i]) for i in runs[f"hybrid-{settings.fusion}"][query_id][:depth]
         ]
@@ -191,19 +243,28 @@ def run_eval(
         except ModelLoadError as exc:
             reranker, skipped = None, str(exc)
     rerank_name = f"hybrid-{settings.fusion}+rerank@{depth}"
+    weight = rerank_weight(settings)
+    mixed_name = f"{rerank_name} interpolated w={weight:g}"
     failures: list[str] = []
     if reranker is not None and depth > 0:
         runs[rerank_name] = {}
+        if weight < 1.0:
+            runs[mixed_name] = {}
         for done, query_id in enumerate(query_ids, start=1):
             first = runs[f"hybrid-{settings.fusion}"][query_id]
             outcome = reranker.rerank(benchmark.queries[query_id], heads[query_id])
             if outcome.scores is None:  # counted and reported: that query keeps its first-stage order
                 failures.append(f"{query_id}: {outcome.reason}")
-                runs[rerank_name][query_id] = first
-            else:
-                scores = outcome.scores
+            scores = outcome.scores
+            for name in runs:
+                if name.startswith(rerank_name):
+                    runs[name][query_id] = first
+            if scores is not None:
                 head = sorted(first[:depth], key=lambda i: -scores[i])
                 runs[rerank_name][query_id] = head + first[depth:]
+            if scores is not None and weight < 1.0:
+                mixed = interpolate(scores, head_scores[query_id], weight)
+                runs[mixed_name][query_id] = sorted(first[:depth], key=lambda i: -mixed[i]) + first[depth:]
             if progress:
                 progress("reranking", done, len(query_ids))
 
@@ -217,6 +278,7 @@ def run_eval(
         "rerank_model": settings.rerank_model if reranker is not None else None,
         "reranker": getattr(reranker, "description", None),
         "rerank_depth": depth,
+        "rerank_weight": weight,
         "recall_depth": settings.recall_depth,
         "rerank_failures": failures,
         "rerank_skipped": skipped,

@@ -28,6 +28,10 @@ def make_embedder(settings: Settings) -> Embedder:
         batch_size=settings.embedding_batch_size,
         device=settings.embedding_device,
         trust_remote_code=settings.trust_remote_code,
+        backend=settings.embedding_backend,
+        token_budget=settings.embedding_token_budget,
+        cache_dir=settings.data_dir / "onnx-cache",
+        query_cache_size=settings.embedding_query_cache,
     )
 
 

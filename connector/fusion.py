@@ -7,7 +7,7 @@ of `FusedHit`, best first, with ties broken by document id, and never mutates it
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from connector.settings import FusionMethod
@@ -124,3 +124,13 @@ def fuse(
     if method == "zscore":
         return z_score_fusion(legs, weights=weights)
     raise ValueError(f"unknown fusion method {method!r}: use rrf, minmax or zscore")
+
+
+def interpolate(rerank: Mapping[str, float], first: Mapping[str, float], weight: float) -> dict[str, float]:
+    """weight * z(rerank) + (1 - weight) * z(first stage), both z-scored over the documents the reranker
+    scored, so neither scale dominates. weight 1 is the rerank order alone, 0 the first-stage order."""
+    if not 0.0 <= weight <= 1.0 or math.isnan(weight):
+        raise ValueError(f"the rerank interpolation weight must be in [0, 1], got {weight}")
+    reranked = z_score_normalize(list(rerank.items()))
+    fused = z_score_normalize([(doc_id, first.get(doc_id, 0.0)) for doc_id in rerank])
+    return {doc_id: weight * reranked[doc_id] + (1.0 - weight) * fused[doc_id] for doc_id in rerank}

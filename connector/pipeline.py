@@ -23,7 +23,8 @@ from connector.backends.base import (
 from connector.documents import Document
 from connector.embedder import Embedder, ProgressCallback
 from connector.errors import ConfigurationError, IndexMissingError, InvalidQueryError
-from connector.fusion import fuse
+from connector.fusion import fuse, interpolate
+from connector.models import rerank_weight
 from connector.rerank import Reranker, RerankOutcome
 from connector.settings import FusionMethod, Settings
 from workers.reranking import Candidate
@@ -38,6 +39,7 @@ class SearchOptions:
     rrf_k: int = 60
     bm25_weight: float = 0.5  # convex fusions; the vector leg gets 1 - this
     hybrid_mode: Literal["client", "server"] = "client"
+    rerank_weight: float = 1.0  # final score = w * z(rerank) + (1 - w) * z(fused) over the reranked head
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SearchOptions:
@@ -49,6 +51,7 @@ class SearchOptions:
             rrf_k=settings.rrf_k,
             bm25_weight=settings.bm25_weight,
             hybrid_mode=settings.hybrid_mode,
+            rerank_weight=rerank_weight(settings),
         )
 
 
@@ -65,7 +68,7 @@ class _Candidate:
 class Hit:
     rank: int
     document: Document
-    score: float  # the score the final order is by: rerank score when reranked, else fused
+    score: float  # the score the final order is by: rerank (or interpolated) score when reranked, else fused
     fused_score: float
     bm25_score: float | None = None  # None: not in that leg's top-N
     vector_score: float | None = None
@@ -242,12 +245,17 @@ class SearchPipeline:
         by_id = {c.document.id: c for c in pool}
         order = [c.document.id for c in pool]
         rerank_scores: dict[str, float] = {}
+        final: dict[str, float] = {}
         if outcome is not None and outcome.scores is None:
             note = outcome.reason or "reranker returned no scores"
         elif outcome is not None and outcome.scores is not None:
-            scores = rerank_scores = outcome.scores
+            rerank_scores = outcome.scores
+            final = dict(rerank_scores)
+            if self.options.rerank_weight < 1.0:
+                fused = {doc_id: by_id[doc_id].fused_score for doc_id in rerank_scores}
+                final = interpolate(rerank_scores, fused, self.options.rerank_weight)
             depth = self.options.rerank_depth
-            head = sorted(order[:depth], key=lambda i: (-scores[i], by_id[i].fused_rank))
+            head = sorted(order[:depth], key=lambda i: (-final[i], by_id[i].fused_rank))
             order = head + order[depth:]
         hits = []
         for rank, doc_id in enumerate(order[offset : offset + top_k], start=offset + 1):
@@ -257,7 +265,7 @@ class SearchPipeline:
                 Hit(
                     rank=rank,
                     document=c.document,
-                    score=r_score if r_score is not None else c.fused_score,
+                    score=final.get(doc_id, c.fused_score),
                     fused_score=c.fused_score,
                     bm25_score=c.bm25[1],
                     vector_score=c.vector[1],

@@ -9,16 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from connector.errors import ModelLoadError, describe_exception
 from connector.models import ModelSource, resolve_model
+from workers.inference import RUNNER_KINDS, PairRunner, RunnerKind, load_tokenizer, make_runner, run_batched
 
 if TYPE_CHECKING:
     from connector.settings import Settings
-
-ScorerBackend = Literal["torch", "onnx"]
-SUPPORTED_BACKENDS: tuple[str, ...] = ("torch", "onnx")
 
 # The query keeps at most this share of the window; the document gets the rest.
 MAX_QUERY_SHARE = 0.5
@@ -42,6 +41,13 @@ class ScoredCandidate:
     score: float
 
 
+@dataclass(frozen=True)
+class LoadedModel:
+    tokenizer: Any
+    runner: PairRunner
+    folder: Path
+
+
 class CrossEncoderScorer:
     """Scores (query, document) pairs with a sentence-transformers `CrossEncoder`."""
 
@@ -51,26 +57,30 @@ class CrossEncoderScorer:
         *,
         max_length: int = 256,
         batch_size: int = 16,
+        token_budget: int = 8192,
         device: str | None = None,
-        backend: ScorerBackend = "torch",
+        backend: RunnerKind = "auto",
         max_passages: int = 4,
+        threads: int | None = None,
+        cache_dir: Path | None = None,
         trust_remote_code: bool = False,
     ) -> None:
-        if backend not in SUPPORTED_BACKENDS:
-            raise ModelLoadError(
-                f"unknown rerank backend {backend!r}: use one of {', '.join(SUPPORTED_BACKENDS)}"
-            )
+        if backend not in RUNNER_KINDS:
+            raise ModelLoadError(f"unknown rerank backend {backend!r}: use one of {', '.join(RUNNER_KINDS)}")
         if max_passages < 1:
             raise ValueError("max_passages must be at least 1")
         self.model_name = model_name
         self.source: ModelSource = resolve_model(model_name)
         self.max_length = max_length
         self.batch_size = batch_size
+        self.token_budget = token_budget
         self.device = device
         self.backend = backend
         self.max_passages = max_passages
+        self.threads = threads
+        self.cache_dir = cache_dir or Path("data") / "onnx-cache"
         self.trust_remote_code = trust_remote_code
-        self._model: Any = None
+        self._model: LoadedModel | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> CrossEncoderScorer | None:
@@ -81,9 +91,12 @@ class CrossEncoderScorer:
             settings.rerank_model,
             max_length=settings.rerank_max_length,
             batch_size=settings.rerank_batch_size,
+            token_budget=settings.rerank_token_budget,
             device=settings.rerank_device,
             backend=settings.rerank_backend,
             max_passages=settings.rerank_max_passages,
+            threads=settings.rerank_threads,
+            cache_dir=settings.data_dir / "onnx-cache",
             trust_remote_code=settings.trust_remote_code,
         )
 
@@ -101,31 +114,28 @@ class CrossEncoderScorer:
     def description(self) -> str:
         return f"{self.model_name} ({self.source.origin}; {self.backend}, max_length {self.max_length})"
 
-    def load(self) -> Any:
+    def load(self) -> LoadedModel:
         """Load the model now (idempotent); raises ModelLoadError with what to do when it cannot."""
         if self._model is None:
             try:
-                from sentence_transformers import CrossEncoder
-
                 from connector.embedder import quiet_transformers
 
                 quiet_transformers()
-                self._model = CrossEncoder(
-                    self.source.location,
-                    max_length=self.max_length,
+                folder = model_folder(self.source)
+                runner = make_runner(
+                    folder,
+                    self.backend,
+                    cache_dir=self.cache_dir,
                     device=self.device,
-                    backend=self.backend,
+                    threads=self.threads,
                     trust_remote_code=self.trust_remote_code,
                 )
+                tokenizer = load_tokenizer(folder, trust_remote_code=self.trust_remote_code)
+                self._model = LoadedModel(tokenizer, runner, folder)
             except Exception as exc:  # any loader failure becomes one actionable error
-                hint = (
-                    " The onnx backend of sentence-transformers needs `optimum[onnxruntime]`."
-                    if self.backend == "onnx"
-                    else ""
-                )
                 raise ModelLoadError(
                     f"could not load rerank model {self.model_name!r} from {self.source.origin}: "
-                    f"{describe_exception(exc)}.{hint} Set RERANK_MODEL to a local cross-encoder folder "
+                    f"{describe_exception(exc)}. Set RERANK_MODEL to a local cross-encoder folder "
                     "(e.g. one saved by `CrossEncoder.save_pretrained`), or to a hub id already in the local "
                     "cache, or set RERANK_MODEL=none to turn reranking off."
                 ) from exc
@@ -157,17 +167,44 @@ class CrossEncoderScorer:
         if not candidates:
             return []
         model = self.load()
-        pairs: list[tuple[str, str]] = []
+        passages: list[str] = []
         owners: list[int] = []
         for index, candidate in enumerate(candidates):
             for passage in self.passages(query, candidate.text):
-                pairs.append((query, passage))
+                passages.append(passage)
                 owners.append(index)
-        raw = model.predict(pairs, batch_size=self.batch_size, show_progress_bar=False, convert_to_numpy=True)
+        raw = self.score_pairs([query] * len(passages), passages, model)
         best: list[float] = [float("-inf")] * len(candidates)
-        for owner, value in zip(owners, raw.reshape(len(pairs), -1)[:, 0].tolist(), strict=True):
+        for owner, value in zip(owners, raw.tolist(), strict=True):
             best[owner] = max(best[owner], float(value))
         return [ScoredCandidate(c.id, s) for c, s in zip(candidates, best, strict=True)]
+
+    def score_pairs(
+        self, queries: Sequence[str], texts: Sequence[str], model: LoadedModel | None = None
+    ) -> Any:
+        """Raw scores of (query, text) pairs, each truncated to the window: sorted by length, packed into
+        batches up to the token budget, padded per batch, returned in the input order (a float32 array)."""
+        model = model or self.load()
+        encoded = model.tokenizer(
+            list(queries), list(texts), truncation=True, max_length=self.max_length, verbose=False
+        )
+        rows = [
+            {name: encoded[name][i] for name in ("input_ids", "token_type_ids") if name in encoded}
+            for i in range(len(queries))
+        ]
+        pad_id = model.tokenizer.pad_token_id or 0
+        return run_batched(model.runner, rows, self.token_budget, self.batch_size, pad_id)
+
+
+def model_folder(source: ModelSource) -> Path:
+    """A local folder for the model: the folder itself, or the hub cache's snapshot (no download when
+    HF_HUB_OFFLINE=1)."""
+    path = Path(source.location)
+    if path.is_dir():
+        return path
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(source.location))
 
 
 def max_readable_chars(max_length: int, max_passages: int) -> int:

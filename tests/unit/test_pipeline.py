@@ -95,6 +95,23 @@ def test_rerank_reorders_only_the_top_m(backend: EmbeddedBackend, embedder: Embe
     assert not first_stage.reranked and "turned off" in (first_stage.rerank_note or "")
 
 
+def test_the_rerank_weight_mixes_in_the_first_stage(backend: EmbeddedBackend, embedder: Embedder) -> None:
+    first_stage = make(backend, embedder, ReverseReranker(), rerank_depth=3).search(
+        "moon phases", k=5, rerank=False
+    )
+    kept = make(backend, embedder, ReverseReranker(), rerank_depth=3, rerank_weight=0.0).search(
+        "moon phases", k=5
+    )
+    assert kept.reranked and [h.id for h in kept.hits] == [h.id for h in first_stage.hits]
+    assert all(
+        h.rerank_score is not None for h in kept.hits[:3]
+    )  # scored, then outweighed by the first stage
+    reversed_ = make(backend, embedder, ReverseReranker(), rerank_depth=3, rerank_weight=1.0).search(
+        "moon phases", k=5
+    )
+    assert [h.id for h in reversed_.hits[:3]] == sorted((h.id for h in first_stage.hits[:3]), reverse=True)
+
+
 def test_a_failed_reranker_degrades_visibly(
     backend: EmbeddedBackend, embedder: Embedder, tmp_path: Path
 ) -> None:

@@ -1,0 +1,156 @@
+"""`hybrid-rerank bench embed`: index-time embedding, plain `SentenceTransformer.encode` (its defaults: fp32,
+batch 32) against our embedder in each backend, on the same documents, each in a fresh spawned process.
+
+Quality: the cosine between each variant's vector and the baseline's for the same document, and with `--full`
+the dense leg's nDCG@10 on the test split (the whole corpus embedded by each variant).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import resource
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from connector.bench import machine
+from connector.evaluation import evaluate_run, load_beir
+from connector.models import resolve_model
+from connector.settings import Settings
+
+BASELINE = "baseline"
+VARIANTS: tuple[tuple[str, str], ...] = (
+    ("baseline SentenceTransformer.encode fp32", BASELINE),
+    ("ours torch fp32", "torch"),
+    ("ours torch bf16", "torch-bf16"),
+    ("ours onnx fp32", "onnx"),
+    ("ours onnx int8", "onnx-int8"),
+)
+
+
+def embed_once(backend: str, settings: Settings, texts: Sequence[str]) -> dict[str, Any]:
+    """Runs in its own process: load, warm up, embed every text in one call, timed."""
+    if backend == BASELINE:
+        from sentence_transformers import SentenceTransformer
+
+        model = SentenceTransformer(resolve_model(settings.embedding_model).location)
+        model.encode(list(texts[:8]))
+
+        def run() -> np.ndarray:
+            return np.asarray(model.encode(list(texts), normalize_embeddings=True), dtype=np.float32)
+
+    else:
+        from connector.embedder import Embedder
+
+        embedder = Embedder(
+            settings.embedding_model,
+            batch_size=settings.embedding_batch_size,
+            backend=backend,  # type: ignore[arg-type]
+            token_budget=settings.embedding_token_budget,
+            cache_dir=settings.data_dir / "onnx-cache",
+        )
+        embedder.embed_texts(list(texts[:8]))
+
+        def run() -> np.ndarray:
+            return embedder.embed_texts(texts)
+
+    started = time.perf_counter()
+    vectors = run()
+    seconds = time.perf_counter() - started
+    return {
+        "seconds": seconds,
+        "vectors": vectors,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+    }
+
+
+def run_embed_bench(
+    settings: Settings,
+    folder: Path,
+    *,
+    n_docs: int | None,
+    full: bool,
+    backends: Sequence[str] | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    benchmark = load_beir(folder, "test")
+    documents = benchmark.documents if full or not n_docs else benchmark.documents[:n_docs]
+    texts = [d.full_text for d in documents]
+    chosen = [(name, b) for name, b in VARIANTS if backends is None or b in backends or b == BASELINE]
+    context = multiprocessing.get_context("spawn")
+    results: list[dict[str, Any]] = []
+    baseline_vectors: np.ndarray | None = None
+    query_ids = sorted(benchmark.queries)
+    for name, backend in chosen:
+        log(f"embedding {len(texts)} documents: {name}")
+        with context.Pool(1) as pool:
+            measured = pool.apply(embed_once, (backend, settings, texts))
+            if full:
+                query_texts = [benchmark.queries[q] for q in query_ids]
+                queries = pool.apply(embed_once, (backend, settings, query_texts))
+        vectors = measured["vectors"]
+        if baseline_vectors is None:
+            baseline_vectors = vectors
+        cosines = np.sum(vectors * baseline_vectors, axis=1)
+        row: dict[str, Any] = {
+            "name": name,
+            "backend": backend,
+            "docs_per_s": len(texts) / measured["seconds"],
+            "seconds": measured["seconds"],
+            "peak_rss_mib": measured["peak_rss_mib"],
+            "cosine_to_baseline": {"mean": float(cosines.mean()), "min": float(cosines.min())},
+        }
+        if full:
+            row["dense_ndcg@10"] = dense_ndcg(
+                documents, query_ids, queries["vectors"], vectors, benchmark.qrels
+            )
+        results.append(row)
+    for row in results:
+        row["speedup"] = row["docs_per_s"] / results[0]["docs_per_s"]
+    return {
+        "benchmark": "embed",
+        "machine": machine(),
+        "model": settings.embedding_model,
+        "dataset": str(folder),
+        "documents": len(texts),
+        "mean_chars": float(np.mean([len(t) for t in texts])) if texts else 0.0,
+        "results": results,
+    }
+
+
+def dense_ndcg(
+    documents: Sequence[Any],
+    query_ids: Sequence[str],
+    query_vectors: np.ndarray,
+    doc_vectors: np.ndarray,
+    qrels: dict[str, dict[str, int]],
+) -> float:
+    """nDCG@10 of exact cosine search over the whole corpus."""
+    ids = [d.id for d in documents]
+    top = np.argsort(-(query_vectors @ doc_vectors.T), axis=1)[:, :100]
+    run = {q: [ids[j] for j in row] for q, row in zip(query_ids, top, strict=True)}
+    return evaluate_run(run, qrels)["ndcg@10"]
+
+
+def plot_embed_bench(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = report["results"]
+    names = [r["name"].replace("ours ", "").replace(" SentenceTransformer.encode", "") for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    x = np.arange(len(rows))
+    ax.bar(x, [r["docs_per_s"] for r in rows], color=["grey"] + ["tab:green"] * (len(rows) - 1))
+    for xi, r in zip(x, rows, strict=True):
+        ax.text(float(xi), r["docs_per_s"], f"x{r['speedup']:.2f}", ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(x, names, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("documents / s")
+    ax.set_title(f"Embedding {report['documents']} documents ({report['machine']})", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,353 @@
+"""`hybrid-rerank bench rerank` and `bench tradeoff`: the reranking core against the plain
+sentence-transformers baseline on the same pairs, in one run.
+
+Workload: BEIR test queries, each with its hybrid top-`depth` candidates from the evaluation index (the same
+recall `eval` uses). Every variant scores exactly these (query, document) pairs. Each variant runs in a fresh
+spawned process, so its peak RSS is its own and no variant warms another's caches. The baseline is
+`CrossEncoder(folder, max_length=256).predict(pairs)` with its defaults (fp32 torch, batch 32).
+
+Quality: each variant's scores rerank the first `quality_depth` candidates of every query; nDCG@10 is reported
+for the rerank order alone and interpolated with the first stage at the model's tuned weight.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import resource
+import statistics
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from connector.bench import latency_summary, machine
+from connector.evaluation import evaluate_run, hybrid_rankings, prepare_benchmark
+from connector.fusion import interpolate
+from connector.models import read_rerank_metadata, resolve_model
+from connector.settings import Settings
+
+BASELINE = "baseline"
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    backend: str  # "baseline" or a runner kind
+    max_length: int
+
+
+@dataclass(frozen=True)
+class Workload:
+    query_ids: list[str]
+    queries: list[str]
+    candidates: list[list[tuple[str, str, float]]]  # per query: (doc id, text, fused score), best first
+    qrels: dict[str, dict[str, int]]
+
+    @property
+    def pairs(self) -> int:
+        return sum(len(c) for c in self.candidates)
+
+
+def default_variants(max_length: int, default_backend: str, default_length: int, bf16: bool) -> list[Variant]:
+    variants = [
+        Variant("baseline CrossEncoder.predict fp32", BASELINE, max_length),
+        Variant("ours torch fp32", "torch", max_length),
+    ]
+    if bf16:
+        variants.append(Variant("ours torch bf16", "torch-bf16", max_length))
+    variants += [
+        Variant("ours onnx fp32", "onnx", max_length),
+        Variant("ours onnx int8", "onnx-int8", max_length),
+    ]
+    if (default_backend, default_length) not in {(v.backend, v.max_length) for v in variants}:
+        variants.append(
+            Variant(f"ours default ({default_backend}, {default_length})", default_backend, default_length)
+        )
+    return variants
+
+
+def build_workload(
+    settings: Settings, folder: Path, n_queries: int | None, depth: int, progress: Callable[..., None] | None
+) -> Workload:
+    prepared = prepare_benchmark(settings, folder, "test", progress=progress)
+    benchmark = prepared.benchmark
+    query_ids = sorted(benchmark.queries)[:n_queries] if n_queries else sorted(benchmark.queries)
+    texts = [benchmark.queries[q] for q in query_ids]
+    vectors = prepared.embedder.embed_texts(texts)
+    rankings = hybrid_rankings(prepared.backend, settings, texts, vectors, depth)
+    documents = {d.id: d for d in benchmark.documents}
+    candidates = [[(d, documents[d].full_text, score) for d, score in ranked] for ranked in rankings]
+    return Workload(query_ids, texts, candidates, {q: benchmark.qrels[q] for q in query_ids})
+
+
+def measure(variant: Variant, model: str, workload: Workload, settings: Settings) -> dict[str, Any]:
+    """Runs in its own process: load, warm up on one query, then time every query's pairs in one call."""
+    if variant.backend == BASELINE:
+        import torch
+        from sentence_transformers import CrossEncoder
+
+        from connector.embedder import quiet_transformers
+
+        quiet_transformers()
+        cross_encoder = CrossEncoder(resolve_model(model).location, max_length=variant.max_length)
+
+        def score(query: str, texts: Sequence[str]) -> np.ndarray:
+            raw = cross_encoder.predict(
+                [(query, t) for t in texts], show_progress_bar=False, activation_fn=torch.nn.Identity()
+            )
+            return np.asarray(raw, dtype=np.float32).reshape(len(texts))
+
+        description = (
+            f"sentence-transformers CrossEncoder.predict (fp32, batch 32, max_length {variant.max_length})"
+        )
+    else:
+        from workers.reranking import CrossEncoderScorer
+
+        scorer = CrossEncoderScorer(
+            model,
+            max_length=variant.max_length,
+            batch_size=settings.rerank_batch_size,
+            token_budget=settings.rerank_token_budget,
+            backend=variant.backend,  # type: ignore[arg-type]
+            threads=settings.rerank_threads,
+            cache_dir=settings.data_dir / "onnx-cache",
+        )
+        loaded = scorer.load()
+
+        def score(query: str, texts: Sequence[str]) -> np.ndarray:
+            return np.asarray(scorer.score_pairs([query] * len(texts), texts, loaded))
+
+        description = f"{loaded.runner.description}, max_length {variant.max_length}"
+
+    first_texts = [t for _, t, _ in workload.candidates[0]]
+    score(workload.queries[0], first_texts)  # warm-up: lazy init, allocator, thread pools
+    latencies: list[float] = []
+    scores: list[list[float]] = []
+    for query, candidates in zip(workload.queries, workload.candidates, strict=True):
+        texts = [t for _, t, _ in candidates]
+        started = time.perf_counter()
+        values = score(query, texts)
+        latencies.append((time.perf_counter() - started) * 1000.0)
+        scores.append(values.tolist())
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {
+        "description": description,
+        "latency_ms": latencies,
+        "scores": scores,
+        "peak_rss_mib": peak_kib / 1024.0,
+    }
+
+
+def measure_in_fresh_process(
+    variant: Variant, model: str, workload: Workload, settings: Settings
+) -> dict[str, Any]:
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(1) as pool:
+        return pool.apply(measure, (variant, model, workload, settings))
+
+
+def rerank_quality(
+    workload: Workload, scores: Sequence[Sequence[float]], quality_depth: int, weight: float
+) -> dict[str, float]:
+    """nDCG@10 reranking each query's first `quality_depth` candidates: the rerank order and interpolated."""
+    runs: dict[str, dict[str, list[str]]] = {"rerank": {}, "interpolated": {}, "first_stage": {}}
+    for query_id, candidates, values in zip(workload.query_ids, workload.candidates, scores, strict=True):
+        ids = [d for d, _, _ in candidates]
+        head = dict(zip(ids[:quality_depth], values[:quality_depth], strict=True))
+        fused = {d: s for d, _, s in candidates[:quality_depth]}
+        mixed = interpolate(head, fused, weight)
+        runs["first_stage"][query_id] = ids
+        runs["rerank"][query_id] = sorted(head, key=lambda d: -head[d]) + ids[quality_depth:]
+        runs["interpolated"][query_id] = sorted(mixed, key=lambda d: -mixed[d]) + ids[quality_depth:]
+    return {name: evaluate_run(run, workload.qrels)["ndcg@10"] for name, run in runs.items()}
+
+
+def run_rerank_bench(
+    settings: Settings,
+    folder: Path,
+    model: str,
+    *,
+    n_queries: int | None,
+    depth: int,
+    quality_depth: int,
+    variants: Sequence[Variant],
+    progress: Callable[..., None] | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    workload = build_workload(settings, folder, n_queries, depth, progress)
+    weight = _model_weight(settings, model)
+    results: list[dict[str, Any]] = []
+    for variant in variants:
+        log(f"measuring {variant.name} on {workload.pairs} pairs")
+        measured = measure_in_fresh_process(variant, model, workload, settings)
+        total_s = sum(measured["latency_ms"]) / 1000.0
+        results.append(
+            {
+                **asdict(variant),
+                "description": measured["description"],
+                "pairs_per_s": workload.pairs / total_s,
+                "latency_ms": latency_summary(measured["latency_ms"]),
+                "peak_rss_mib": measured["peak_rss_mib"],
+                "ndcg@10": rerank_quality(workload, measured["scores"], quality_depth, weight),
+            }
+        )
+    baseline = results[0]
+    for row in results:
+        row["speedup"] = row["pairs_per_s"] / baseline["pairs_per_s"]
+        row["ndcg_delta"] = row["ndcg@10"]["rerank"] - baseline["ndcg@10"]["rerank"]
+    return {
+        "benchmark": "rerank",
+        "machine": machine(),
+        "model": model,
+        "dataset": str(folder),
+        "queries": len(workload.queries),
+        "candidates_per_query": depth,
+        "pairs": workload.pairs,
+        "quality_depth": quality_depth,
+        "interpolation_weight": weight,
+        "results": results,
+    }
+
+
+def _model_weight(settings: Settings, model: str) -> float:
+    if settings.rerank_interpolation is not None:
+        return settings.rerank_interpolation
+    weight = read_rerank_metadata(resolve_model(model).location).get("interpolation_weight", 1.0)
+    return float(weight) if isinstance(weight, int | float) else 1.0
+
+
+def run_tradeoff(
+    settings: Settings,
+    folder: Path,
+    model: str,
+    *,
+    n_queries: int | None,
+    depths: Sequence[int],
+    max_lengths: Sequence[int],
+    backend: str,
+    progress: Callable[..., None] | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """nDCG@10 against ms per query for each (max_length, rerank depth): each depth is timed in its own call,
+    the quality comes from the deepest call's scores (the scores of a pair do not depend on its batch)."""
+    deepest = max(depths)
+    workload = build_workload(settings, folder, n_queries, deepest, progress)
+    weight = _model_weight(settings, model)
+    points: list[dict[str, Any]] = []
+    for max_length in max_lengths:
+        for depth in sorted(depths):
+            log(f"max_length {max_length}, depth {depth}")
+            cut = Workload(
+                workload.query_ids, workload.queries, [c[:depth] for c in workload.candidates], workload.qrels
+            )
+            measured = measure_in_fresh_process(
+                Variant(f"{backend}", backend, max_length), model, cut, settings
+            )
+            quality = rerank_quality(cut, measured["scores"], depth, weight)
+            points.append(
+                {
+                    "max_length": max_length,
+                    "depth": depth,
+                    "ms_per_query": statistics.fmean(measured["latency_ms"]),
+                    "p95_ms": latency_summary(measured["latency_ms"])["p95"],
+                    "ndcg@10": quality,
+                }
+            )
+    first = rerank_quality(workload, [[0.0] * len(c) for c in workload.candidates], 0, weight)["first_stage"]
+    return {
+        "benchmark": "tradeoff",
+        "machine": machine(),
+        "model": model,
+        "backend": backend,
+        "dataset": str(folder),
+        "queries": len(workload.queries),
+        "interpolation_weight": weight,
+        "first_stage_ndcg@10": first,
+        "points": points,
+    }
+
+
+def plot_rerank_bench(report: Mapping[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = report["results"]
+    names = [r["name"].replace("ours ", "").replace(" CrossEncoder.predict", "") for r in rows]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2))
+    x = np.arange(len(rows))
+    left.bar(x, [r["pairs_per_s"] for r in rows], color=["grey"] + ["tab:blue"] * (len(rows) - 1))
+    for xi, r in zip(x, rows, strict=True):
+        left.text(xi, r["pairs_per_s"], f"x{r['speedup']:.2f}", ha="center", va="bottom", fontsize=8)
+    left.set_xticks(x, names, rotation=25, ha="right", fontsize=8)
+    left.set_ylabel("pairs / s")
+    left.set_title(f"{report['pairs']} pairs, {report['candidates_per_query']} per query")
+    right.bar(x - 0.2, [r["ndcg@10"]["rerank"] for r in rows], 0.4, label="rerank order")
+    right.bar(x + 0.2, [r["ndcg@10"]["interpolated"] for r in rows], 0.4, label="interpolated")
+    right.axhline(rows[0]["ndcg@10"]["first_stage"], color="black", lw=1, ls="--", label="first stage")
+    right.set_xticks(x, names, rotation=25, ha="right", fontsize=8)
+    right.set_ylabel(f"nDCG@10 (rerank top {report['quality_depth']})")
+    right.set_ylim(0, 1)
+    right.legend(fontsize=8, loc="lower right")
+    fig.suptitle(f"Rerank speed and quality, {report['machine']}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_tradeoff(report: Mapping[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for max_length in sorted({p["max_length"] for p in report["points"]}):
+        line = [p for p in report["points"] if p["max_length"] == max_length]
+        xs = [p["ms_per_query"] for p in line]
+        ys = [p["ndcg@10"]["interpolated"] for p in line]
+        ax.plot(xs, ys, marker="o", label=f"max_length {max_length}")
+        for p, xv, yv in zip(line, xs, ys, strict=True):
+            ax.annotate(f"@{p['depth']}", (xv, yv), textcoords="offset points", xytext=(3, 3), fontsize=7)
+    ax.axhline(report["first_stage_ndcg@10"], color="black", lw=1, ls="--", label="first stage (hybrid)")
+    ax.set_xscale("log")
+    ax.set_xlabel(f"rerank ms per query ({report['backend']}, mean)")
+    ax.set_ylabel("nDCG@10")
+    ax.set_title(
+        f"Rerank depth and max_length ({report['queries']} queries, {report['machine']})", fontsize=9
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def torch_model_for_bench(
+    settings: Settings, model: str | None, log: Callable[[str], None]
+) -> tuple[str, bool]:
+    """(model, trained): the baseline needs torch weights. Without a trained folder, a cross-encoder of the
+    same architecture (all-MiniLM-L6-v2 with a fresh head) measures speed honestly, though not quality."""
+    from workers.inference import has_torch_weights
+
+    name = model or settings.rerank_model
+    if name and has_torch_weights(Path(resolve_model(name).location)):
+        return name, True
+    folder = settings.data_dir / "models" / "minilm-l6-untrained-ce"
+    if not has_torch_weights(folder):
+        from sentence_transformers import CrossEncoder
+
+        from connector.embedder import quiet_transformers
+
+        quiet_transformers()
+        CrossEncoder(resolve_model("all-MiniLM-L6-v2").location, num_labels=1).save_pretrained(str(folder))
+    log(
+        f"{name or 'RERANK_MODEL'} has no torch weights for the baseline: measuring speed on {folder} "
+        "(all-MiniLM-L6-v2 with an untrained head); its nDCG columns mean nothing. "
+        "Pass --model with a folder that `hybrid-rerank train-reranker` wrote for quality."
+    )
+    return str(folder), False

@@ -1,0 +1,154 @@
+"""`hybrid-rerank bench search` and `bench index`: the first stage and bulk indexing, each against a baseline
+in the same run.
+
+- search: per-stage p50/p95 (query embedding, BM25 leg, k-NN leg, fusion, hybrid recall in all) on the
+  embedded backend and, with OPENSEARCH_URL, on OpenSearch; the baseline is BM25-only on the same index, timed
+  alternately with hybrid for every query.
+- index: OpenSearch bulk writes, our backend (`bulk_index` + `commit`) against raw opensearch-py
+  `streaming_bulk` with its defaults into an index with the same mapping, on the same documents and vectors;
+  embedding is excluded (vectors come from the embedding cache).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from connector.bench import latency_summary, machine
+from connector.evaluation import cached_embeddings, load_beir, prepare_benchmark
+from connector.fusion import fuse
+from connector.settings import Settings
+
+
+def run_search_bench(
+    settings: Settings, folder: Path, *, n_queries: int, log: Callable[[str], None] = print
+) -> dict[str, Any]:
+    targets = [("embedded", settings.model_copy(update={"opensearch_url": None}))]
+    if settings.opensearch_url:
+        targets.append(("opensearch", settings))
+    else:
+        log("OPENSEARCH_URL is not set: measuring the embedded backend only")
+    report: dict[str, Any] = {
+        "benchmark": "search",
+        "machine": machine(),
+        "dataset": str(folder),
+        "backends": {},
+    }
+    for name, target in targets:
+        log(f"{name}: preparing the evaluation index")
+        prepared = prepare_benchmark(target, folder, "test")
+        backend, embedder = prepared.backend, prepared.embedder
+        queries = [prepared.benchmark.queries[q] for q in sorted(prepared.benchmark.queries)][:n_queries]
+        stages: dict[str, list[float]] = {
+            k: [] for k in ("embed_query", "bm25_only", "bm25", "knn", "fusion")
+        }
+        stages["hybrid_recall"] = []
+        weights = [target.bm25_weight, 1.0 - target.bm25_weight]
+        embedder.embed_texts(queries[:2])  # warm-up
+        backend.recall(queries[0], embedder.embed_texts(queries[:1])[0], target.recall_depth)
+        for index, query in enumerate(queries):
+            started = time.perf_counter()
+            vector = embedder.embed_texts([query])[0]  # not embed_query: the cache would hide the model
+            stages["embed_query"].append((time.perf_counter() - started) * 1000.0)
+
+            for step in ("bm25_only", "hybrid") if index % 2 == 0 else ("hybrid", "bm25_only"):
+                begun = time.perf_counter()
+                if step == "bm25_only":
+                    backend.bm25(query, target.recall_depth)
+                    stages["bm25_only"].append((time.perf_counter() - begun) * 1000.0)
+                    continue
+                recall = backend.recall(query, vector, target.recall_depth)
+                stages["hybrid_recall"].append((time.perf_counter() - begun) * 1000.0)
+                stages["bm25"].append(recall.leg_ms.get("bm25", float("nan")))
+                stages["knn"].append(recall.leg_ms.get("knn", float("nan")))
+                begun = time.perf_counter()
+                legs = [
+                    [(h.document.id, h.score) for h in recall.bm25],
+                    [(h.document.id, h.score) for h in recall.knn],
+                ]
+                fuse(
+                    target.fusion,
+                    legs,
+                    rrf_k=target.rrf_k,
+                    weights=None if target.fusion == "rrf" else weights,
+                )
+                stages["fusion"].append((time.perf_counter() - begun) * 1000.0)
+        summary = {stage: latency_summary(values) for stage, values in stages.items() if values}
+        summary["hybrid_vs_bm25_only"] = {
+            "p50": summary["hybrid_recall"]["p50"] / summary["bm25_only"]["p50"],
+            "p95": summary["hybrid_recall"]["p95"] / summary["bm25_only"]["p95"],
+        }
+        report["backends"][name] = {"queries": len(queries), "recall_depth": target.recall_depth, **summary}
+    return report
+
+
+def run_index_bench(
+    settings: Settings,
+    folder: Path,
+    *,
+    n_docs: int | None,
+    rounds: int = 2,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    from opensearchpy import helpers
+
+    from connector.backends import opensearch_bodies as bodies
+    from connector.factory import make_embedder, open_backend
+    from mappings import index_body
+
+    if not settings.opensearch_url:
+        raise SystemExit("bench index needs OPENSEARCH_URL (e.g. `scripts/opensearch start` and its url)")
+    benchmark = load_beir(folder, "test")
+    embedder = make_embedder(settings)
+    vectors, _ = cached_embeddings(embedder, benchmark.documents, settings.data_dir / "embedding-cache")
+    documents = benchmark.documents[:n_docs] if n_docs else benchmark.documents
+    vectors = vectors[: len(documents)]
+    ours_s: list[float] = []
+    raw_s: list[float] = []
+    for round_ in range(rounds):
+        for which in ("raw", "ours") if round_ % 2 == 0 else ("ours", "raw"):
+            name = f"bench-{which}-{uuid.uuid4().hex[:8]}"
+            backend: Any = open_backend(settings, name)
+            log(f"round {round_ + 1}: {which} writing {len(documents)} documents")
+            if which == "ours":
+                backend.create_index(embedder.model_name, int(vectors.shape[1]))
+                started = time.perf_counter()
+                report = backend.bulk_index(documents, vectors)
+                backend.commit()
+                ours_s.append(time.perf_counter() - started)
+                assert report.ok, report.failures[:3]
+                backend.client.indices.delete(index=f"{name}-v*")
+            else:
+                client = backend.client
+                body = index_body(
+                    dimension=int(vectors.shape[1]),
+                    embedding_model=embedder.model_name,
+                    analyzer=settings.opensearch_analyzer,
+                    m=settings.hnsw_m,
+                    ef_construction=settings.hnsw_ef_construction,
+                )
+                client.indices.create(index=name, body=body)
+                started = time.perf_counter()
+                for ok, item in helpers.streaming_bulk(
+                    client, bodies.bulk_actions(name, documents, list(vectors))
+                ):
+                    assert ok, item
+                client.indices.refresh(index=name)
+                raw_s.append(time.perf_counter() - started)
+                client.indices.delete(index=name)
+    ours, raw = min(ours_s), min(raw_s)
+    return {
+        "benchmark": "index",
+        "machine": machine(),
+        "dataset": str(folder),
+        "documents": len(documents),
+        "rounds": rounds,
+        "ours_docs_per_s": len(documents) / ours,
+        "raw_streaming_bulk_docs_per_s": len(documents) / raw,
+        "ratio": raw / ours,
+        "ours_seconds": ours_s,
+        "raw_seconds": raw_s,
+    }
