@@ -180,10 +180,13 @@ def run_rerank_bench(
     workload = build_workload(settings, folder, n_queries, depth, progress)
     weight = _model_weight(settings, model)
     results: list[dict[str, Any]] = []
+    reference: np.ndarray | None = None
     for variant in variants:
         log(f"measuring {variant.name} on {workload.pairs} pairs")
         measured = measure_in_fresh_process(variant, model, workload, settings)
         total_s = sum(measured["latency_ms"]) / 1000.0
+        flat = np.array([v for per_query in measured["scores"] for v in per_query])
+        reference = flat if reference is None else reference
         results.append(
             {
                 **asdict(variant),
@@ -192,6 +195,8 @@ def run_rerank_bench(
                 "latency_ms": latency_summary(measured["latency_ms"]),
                 "peak_rss_mib": measured["peak_rss_mib"],
                 "ndcg@10": rerank_quality(workload, measured["scores"], quality_depth, weight),
+                "max_score_diff": float(np.abs(flat - reference).max()) if flat.size else 0.0,
+                "score_correlation": float(np.corrcoef(flat, reference)[0, 1]) if flat.size > 1 else 1.0,
             }
         )
     baseline = results[0]

@@ -98,7 +98,8 @@ def _reranker(settings: Settings, console: Console) -> Reranker | None:
     except ModelLoadError as exc:
         console.print(f"[yellow]Reranker: not available[/] — {exc}", highlight=False)
         console.print(
-            "[yellow]To rerank, point RERANK_MODEL at a local cross-encoder folder[/], e.g.\n"
+            "[yellow]To rerank, unset RERANK_MODEL (the shipped scifact-minilm-l6-reranker-int8 runs "
+            "offline) or point it at a local cross-encoder folder[/], e.g.\n"
             "  RERANK_MODEL=/models/ms-marco-MiniLM-L-6-v2 hybrid-rerank demo\n"
             "or, on a machine with network access, let it download one:\n"
             "  HF_HUB_OFFLINE=0 RERANK_MODEL=cross-encoder/ms-marco-MiniLM-L-6-v2 hybrid-rerank demo\n"

@@ -167,9 +167,20 @@ def export_onnx(
         output: {0: "batch"} if head == "classifier" else {0: "batch", 1: "sequence"}
     }
     target.parent.mkdir(parents=True, exist_ok=True)
+
+    class ByName(torch.nn.Module):
+        """Positional ONNX inputs passed to the model by name (forward's positional order varies)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, *inputs: Any) -> Any:
+            return getattr(self.model(**dict(zip(names, inputs, strict=True))), output)
+
     with torch.inference_mode():
         torch.onnx.export(
-            model,
+            ByName(),
             tuple(sample[n] for n in names),
             str(target),
             input_names=names,
@@ -182,14 +193,20 @@ def export_onnx(
 
 
 def quantize_int8(source: Path, target: Path) -> Path:
-    """Dynamic int8 quantization of the weights (MatMul, Gather...): about a quarter of the fp32 size."""
+    """Dynamic int8 quantization of the weights (MatMul and the embedding Gather), per output channel: about a
+    quarter of the fp32 size. Per-tensor scales moved all-MiniLM-L6-v2 embeddings to cosine 0.95 of fp32,
+    per-channel ones keep them above 0.98."""
     import logging
 
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     logging.getLogger().setLevel(logging.ERROR)  # the quantizer warns about optional pre-processing
-    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
+    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True)
     return target
+
+
+# Part of the cache key: a change to the export or the quantization makes a new entry.
+EXPORT_RECIPE = "opset17-int8pc-v1"
 
 
 def cached_onnx(
@@ -198,7 +215,7 @@ def cached_onnx(
     """The exported (and quantized) model from the cache, made once per model content. Written to a temporary
     folder and renamed into place: a crash mid-export, or two workers exporting at once, leave no half
     file."""
-    entry = cache_dir / f"{folder.name}-{head}-{content_key(folder)}"
+    entry = cache_dir / f"{folder.name}-{head}-{EXPORT_RECIPE}-{content_key(folder)}"
     wanted = entry / (ONNX_INT8 if int8 else ONNX_FP32)
     if wanted.is_file():
         return wanted

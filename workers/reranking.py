@@ -112,7 +112,8 @@ class CrossEncoderScorer:
 
     @property
     def description(self) -> str:
-        return f"{self.model_name} ({self.source.origin}; {self.backend}, max_length {self.max_length})"
+        runner = self._model.runner.description if self._model is not None else self.backend
+        return f"{self.model_name} ({self.source.origin}; {runner}, max_length {self.max_length})"
 
     def load(self) -> LoadedModel:
         """Load the model now (idempotent); raises ModelLoadError with what to do when it cannot."""

@@ -39,9 +39,11 @@ def _scorer() -> CrossEncoderScorer:
         scorer = CrossEncoderScorer.from_settings(_settings())
         if scorer is None:
             raise RuntimeError("RERANK_MODEL is off: this worker has no model to serve")
+        if threads and scorer.threads is None:
+            scorer.threads = int(threads)  # onnxruntime's intra-op threads too, not only torch's
         scorer.load()
         _runtime["scorer"] = scorer
-        log.info("model ready: %s in process %d (%s torch threads)", scorer.description, os.getpid(), threads)
+        log.info("model ready: %s in process %d (%s threads)", scorer.description, os.getpid(), threads)
     result: CrossEncoderScorer = _runtime["scorer"]
     return result
 

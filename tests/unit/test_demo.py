@@ -43,6 +43,17 @@ def test_demo_shows_first_stage_beside_reranked(
     assert "nDCG@5 first stage" in text and "nDCG@5 reranked" in text
 
 
+def test_demo_reranks_with_the_shipped_model_by_default(
+    settings_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("RERANK_MODEL", raising=False)
+    console = Console(record=True, width=160)
+    run_demo(load_settings(), console)
+    text = console.export_text()
+    assert "Reranker: scifact-minilm-l6-reranker-int8" in text and "onnxruntime model_int8.onnx" in text
+    assert "reranked (cross-encoder)" in text and "nDCG@5 reranked" in text
+
+
 def test_demo_without_a_reranker_says_how_to_configure_one(
     settings_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
