@@ -657,6 +657,32 @@ def train_reranker_command(
     )
 
 
+@app.command("tune-reranker")
+def tune_reranker_command(
+    model_dir: Annotated[Path, typer.Argument(help="a model folder train-reranker wrote (or its export)")],
+    dataset: Annotated[Path, typer.Argument(help="the BEIR folder it was trained on")],
+    split: Annotated[str, typer.Option(help="the training split")] = "train",
+    dev_queries: Annotated[int, typer.Option(min=1, help="as in train-reranker")] = 100,
+    seed: Annotated[int, typer.Option()] = 13,
+) -> None:
+    """Tune the rerank/first-stage interpolation weight again for the current RERANK_* settings, on the
+    training split's held-out dev queries (never test), and store it in the model folder."""
+    from connector.training import retune_interpolation
+
+    if split == "test":
+        raise typer.BadParameter("tuning on the test split would make every test figure meaningless")
+    result = retune_interpolation(
+        _settings(), dataset, model_dir, split=split, dev_queries=dev_queries, seed=seed
+    )
+    curve = result["curve"]
+    best = result["interpolation_weight"]
+    out.print(
+        f"rerank weight {best} (dev nDCG@10 {curve[best]:.4f}; first stage {curve[0.0]:.4f}, "
+        f"rerank only {curve[1.0]:.4f}) written to {model_dir / 'hybrid_rerank.json'}",
+        highlight=False,
+    )
+
+
 @app.command("export-reranker")
 def export_reranker_command(
     model_dir: Annotated[Path, typer.Argument(help="a cross-encoder folder with torch weights")],

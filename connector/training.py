@@ -519,3 +519,47 @@ def model_card(report: Mapping[str, Any], folder: Path) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def retune_interpolation(
+    settings: Settings,
+    folder: Path,
+    model_dir: Path,
+    *,
+    split: str = "train",
+    dev_queries: int = 100,
+    seed: int = 13,
+    depth: int = 30,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Tune the rerank weight again on the same held-out dev queries, for the current settings (another
+    max_length, passages or backend), and rewrite the model folder's hybrid_rerank.json."""
+    from connector.models import read_rerank_metadata
+
+    prepared = prepare_benchmark(settings, folder, split, progress=progress)
+    benchmark = prepared.benchmark
+    _, dev_ids = split_dev(list(benchmark.queries), dev_queries, seed)
+    texts = [benchmark.queries[q] for q in dev_ids]
+    rankings = hybrid_rankings(prepared.backend, settings, texts, prepared.embedder.embed_texts(texts), depth)
+    dev_first = dict(zip(dev_ids, rankings, strict=True))
+    scorer = CrossEncoderScorer.from_settings(settings.model_copy(update={"rerank_model": str(model_dir)}))
+    assert scorer is not None
+    documents = {d.id: d for d in benchmark.documents}
+    dev_rerank = rerank_rankings(scorer, dev_first, documents, benchmark.queries, progress)
+    weight, curve = tune_interpolation(dev_rerank, dev_first, benchmark.qrels)
+    metadata = read_rerank_metadata(model_dir)
+    metadata.update(
+        {
+            "interpolation_weight": weight,
+            "tuned_with": {
+                "max_length": settings.rerank_max_length,
+                "max_passages": settings.rerank_max_passages,
+                "backend": scorer.load().runner.description,
+                "dev_queries": len(dev_ids),
+                "depth": depth,
+            },
+            "retuned_curve": {str(k): v for k, v in curve.items()},
+        }
+    )
+    (model_dir / RERANK_METADATA).write_text(json.dumps(metadata, indent=2), encoding="utf-8")
+    return {"interpolation_weight": weight, "curve": curve}

@@ -17,6 +17,7 @@ from connector.training import (
     build_examples,
     pick_sentence,
     pseudo_queries,
+    retune_interpolation,
     sample_negatives,
     split_dev,
     train_reranker,
@@ -143,3 +144,15 @@ def test_a_tiny_training_run_writes_a_model_that_loads(
     assert "Base model" in card and "CC BY-NC" in card
     scored = CrossEncoderScorer(str(out), max_length=64).score("moon", [Candidate("a", "the moon")])
     assert len(scored) == 1
+
+    retuned = retune_interpolation(
+        settings.model_copy(update={"rerank_max_length": 32}),
+        DEMO,
+        out,
+        split="test",
+        dev_queries=6,
+        depth=10,
+    )
+    metadata = json.loads((out / "hybrid_rerank.json").read_text(encoding="utf-8"))
+    assert metadata["interpolation_weight"] == retuned["interpolation_weight"]
+    assert metadata["tuned_with"]["max_length"] == 32 and metadata["trained_max_length"] == 64
