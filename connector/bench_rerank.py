@@ -69,6 +69,20 @@ def default_variants(max_length: int, default_backend: str, default_length: int,
     return variants
 
 
+def default_runner(settings: Settings) -> str:
+    """The runner the default configuration uses: `auto` on a folder that ships only ONNX (the shipped
+    reranker) is that int8 file, so the bench measures the same export of the torch model."""
+    from workers.inference import bundled_onnx, has_torch_weights
+
+    if settings.rerank_backend != "auto":
+        return settings.rerank_backend
+    folder = Path(resolve_model(settings.rerank_model or "").location)
+    if folder.is_dir() and not has_torch_weights(folder):
+        shipped = bundled_onnx(folder)
+        return "onnx-int8" if shipped is not None and "int8" in shipped.name else "onnx"
+    return "torch"
+
+
 def build_workload(
     settings: Settings, folder: Path, n_queries: int | None, depth: int, progress: Callable[..., None] | None
 ) -> Workload:

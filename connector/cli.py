@@ -198,6 +198,7 @@ def bench_rerank(
     """Rerank pairs/s, per-query latency, peak RSS and nDCG@10: the sentence-transformers baseline against our
     scorer in each backend (torch fp32, bf16, ONNX, ONNX int8) and the default configuration, one run."""
     from connector.bench_rerank import (
+        default_runner,
         default_variants,
         plot_rerank_bench,
         run_rerank_bench,
@@ -209,7 +210,7 @@ def bench_rerank(
     say = lambda m: err.print(m, highlight=False)  # noqa: E731
     chosen, trained = torch_model_for_bench(settings, model, say)
     variants = default_variants(
-        max_length, settings.rerank_backend, settings.rerank_max_length, bf16=bf16_available()
+        max_length, default_runner(settings), settings.rerank_max_length, bf16=bf16_available()
     )
     report = run_rerank_bench(
         settings,
@@ -679,6 +680,12 @@ def tune_reranker_command(
     out.print(
         f"rerank weight {best} (dev nDCG@10 {curve[best]:.4f}; first stage {curve[0.0]:.4f}, "
         f"rerank only {curve[1.0]:.4f}) written to {model_dir / 'hybrid_rerank.json'}",
+        highlight=False,
+    )
+    unseen = result["unseen_curve"]
+    out.print(
+        f"the {result['unseen']} dev queries whose relevant documents no training query cites: first stage "
+        f"{unseen[0.0]:.4f}, at weight {best} {unseen[best]:.4f}, rerank only {unseen[1.0]:.4f}",
         highlight=False,
     )
 

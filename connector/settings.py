@@ -58,7 +58,9 @@ class Settings(BaseSettings):
 
     # Cross-encoder. An empty RERANK_MODEL (or "none") turns reranking off.
     rerank_model: str | None = DEFAULT_RERANK_MODEL
-    rerank_max_length: int = Field(256, ge=16)
+    rerank_max_length: int = Field(
+        128, ge=16, description="the knee of `bench tradeoff` for the shipped model"
+    )
     rerank_batch_size: int = Field(16, gt=0, description="most pairs in one model call")
     rerank_token_budget: int = Field(
         8192, ge=16, description="pairs sorted by length are packed up to this many padded tokens per call"
@@ -71,7 +73,9 @@ class Settings(BaseSettings):
         le=1.0,
         description="rerank weight mixed with the first stage; unset: the model folder's tuned one",
     )
-    rerank_max_passages: int = Field(4, gt=0, description="long documents are scored by their best passage")
+    rerank_max_passages: int = Field(
+        1, gt=0, description="above 1, long documents are split into passages and scored by the best one"
+    )
     rerank_threads: int | None = Field(None, gt=0, description="torch threads per worker process")
 
     # Celery dispatch (with REDIS_URL).
