@@ -312,7 +312,11 @@ def plot_rerank_bench(report: Mapping[str, Any], path: Path) -> None:
     right.set_ylabel(f"nDCG@10 (rerank top {report['quality_depth']})")
     right.set_ylim(0, 1)
     right.legend(fontsize=8, loc="lower right")
-    fig.suptitle(f"Rerank speed and quality, {report['machine']}", fontsize=10)
+    fig.suptitle(
+        f"Rerank speed and quality: {report['queries']} test queries of {Path(report['dataset']).name}, "
+        f"{report['machine']}",
+        fontsize=10,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -204,7 +204,7 @@ def bench_rerank(
         run_rerank_bench,
         torch_model_for_bench,
     )
-    from connector.training import bf16_available
+    from workers.inference import bf16_available
 
     settings = _settings()
     say = lambda m: err.print(m, highlight=False)  # noqa: E731
@@ -265,6 +265,9 @@ def bench_embed(
     full: Annotated[
         bool, typer.Option("--full", help="the whole corpus, and each variant's dense nDCG@10")
     ] = False,
+    backends: Annotated[
+        str | None, typer.Option(help="comma-separated subset of torch,torch-bf16,onnx,onnx-int8")
+    ] = None,
     out_dir: Annotated[Path, typer.Option("--out")] = Path("bench-results"),
     as_json: Annotated[bool, typer.Option("--json", help="print the JSON report")] = False,
 ) -> None:
@@ -273,7 +276,12 @@ def bench_embed(
 
     settings = _settings()
     report = run_embed_bench(
-        settings, dataset, n_docs=docs, full=full, log=lambda m: err.print(m, highlight=False)
+        settings,
+        dataset,
+        n_docs=docs,
+        full=full,
+        backends=backends.split(",") if backends else None,
+        log=lambda m: err.print(m, highlight=False),
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "bench-embed.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
@@ -616,7 +624,8 @@ def train_reranker_command(
     seed: Annotated[int, typer.Option()] = 13,
 ) -> None:
     """Fine-tune a cross-encoder: qrels positives, hard negatives from our hybrid recall, pseudo-queries."""
-    from connector.training import TrainingConfig, train_reranker
+    from connector.training import train_reranker
+    from connector.training_data import TrainingConfig
 
     if split == "test":
         raise typer.BadParameter("training on the test split would make every test figure meaningless")

@@ -19,10 +19,9 @@ from __future__ import annotations
 
 import json
 import random
-import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -33,184 +32,20 @@ from connector.backends.base import Backend
 from connector.documents import Document
 from connector.embedder import Embedder
 from connector.evaluation import evaluate_run, hybrid_rankings, prepare_benchmark
-from connector.fusion import interpolate
 from connector.models import RERANK_METADATA
 from connector.settings import Settings
+from connector.training_data import (
+    Example,
+    TrainingConfig,
+    build_examples,
+    pseudo_queries,
+    split_dev,
+    tune_interpolation,
+)
+from workers.inference import bf16_available
 from workers.reranking import Candidate, CrossEncoderScorer
 
 Progress = Callable[[str, int, int], None]
-INTERPOLATION_GRID = tuple(round(w, 2) for w in np.linspace(0.0, 1.0, 21))
-
-
-@dataclass(frozen=True)
-class TrainingConfig:
-    base_model: str = "all-MiniLM-L6-v2"
-    split: str = "train"
-    dev_queries: int = 100  # training queries held out for the dev score and the interpolation weight
-    max_train_queries: int | None = None  # a slice of the training queries (smoke runs, tests)
-    mine_depth: int = 30  # hard negatives come from the hybrid top-N
-    negatives: int = 4  # hard negatives per example
-    title_queries: int = -1  # pseudo-queries: title -> its abstract (-1: every titled document)
-    sentence_queries: int = 2000  # pseudo-queries: a sentence -> the rest of its document
-    real_repeats: int = 2  # each real (query, positive) pair appears this many times per epoch
-    epochs: float = 1.0
-    batch_size: int = 16
-    learning_rate: float = 3e-5
-    warmup_ratio: float = 0.1
-    max_length: int = 128
-    in_batch_negatives: int = 1
-    bf16: bool | None = None  # None: on where the CPU or GPU has it
-    eval_steps: int = 200
-    seed: int = 13
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Example:
-    query: str
-    positive: str
-    negatives: tuple[str, ...]
-    kind: str  # "qrels", "title" or "sentence"
-
-
-def split_dev(query_ids: Sequence[str], dev_size: int, seed: int) -> tuple[list[str], list[str]]:
-    """(train, dev): a seeded shuffle, so the same command holds out the same queries."""
-    ids = sorted(query_ids)
-    random.Random(seed).shuffle(ids)
-    dev_size = min(max(dev_size, 0), len(ids) // 2)
-    return sorted(ids[dev_size:]), sorted(ids[:dev_size])
-
-
-_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9])")
-
-
-def pick_sentence(text: str, rng: random.Random, min_words: int = 8, max_words: int = 40) -> tuple[str, str]:
-    """(a sentence of `text`, the text without it), or ("", text) when no sentence has a usable length."""
-    sentences = _SENTENCE.split(text.strip())
-    usable = [i for i, s in enumerate(sentences) if min_words <= len(s.split()) <= max_words]
-    if len(sentences) < 3 or not usable:
-        return "", text
-    chosen = rng.choice(usable)
-    rest = " ".join(s for i, s in enumerate(sentences) if i != chosen)
-    return sentences[chosen], rest
-
-
-def sample_negatives(
-    ranked: Sequence[str], exclude: set[str], count: int, rng: random.Random, pool: Sequence[str] = ()
-) -> list[str]:
-    """`count` ids from the recall list minus `exclude`, plus one from `pool` (other queries' positives)
-    when given: the negative that says "being cited is not being relevant"."""
-    candidates = [doc_id for doc_id in ranked if doc_id not in exclude]
-    chosen = rng.sample(candidates, min(count, len(candidates)))
-    if pool:
-        in_recall = [d for d in candidates if d in set(pool) and d not in chosen]
-        others = in_recall or [d for d in pool if d not in exclude and d not in chosen]
-        if others:
-            chosen = [*chosen[: max(count - 1, 0)], rng.choice(others)]
-    return chosen
-
-
-def build_examples(
-    config: TrainingConfig,
-    documents: Mapping[str, Document],
-    queries: Mapping[str, str],
-    qrels: Mapping[str, Mapping[str, int]],
-    rankings: Mapping[str, Sequence[str]],
-    pseudo: Sequence[tuple[str, str, str, str]],
-    pseudo_rankings: Sequence[Sequence[str]],
-    rng: random.Random,
-) -> list[Example]:
-    """Training tuples. `pseudo` rows are (kind, query, source doc id, positive text); their negatives are
-    read the same way as the positive (abstract only for a title query), so form gives nothing away."""
-    cited = sorted({d for judged in qrels.values() for d, grade in judged.items() if grade > 0})
-    examples: list[Example] = []
-    for query_id in sorted(qrels):
-        positives = {d for d, grade in qrels[query_id].items() if grade > 0}
-        for doc_id in sorted(positives):
-            for _ in range(config.real_repeats):
-                negative_ids = sample_negatives(rankings[query_id], positives, config.negatives, rng, cited)
-                if negative_ids:
-                    examples.append(
-                        Example(
-                            queries[query_id],
-                            documents[doc_id].full_text,
-                            tuple(documents[n].full_text for n in negative_ids),
-                            "qrels",
-                        )
-                    )
-    for (kind, query, source_id, positive), ranked in zip(pseudo, pseudo_rankings, strict=True):
-        negative_ids = sample_negatives(ranked, {source_id}, config.negatives, rng)
-        if not negative_ids:
-            continue
-        if kind == "title":
-            negatives = tuple(documents[n].text for n in negative_ids)
-        else:
-            negatives = tuple(documents[n].full_text for n in negative_ids)
-        examples.append(Example(query, positive, negatives, kind))
-    # Every example must have the same number of negatives for the loss's columns.
-    width = max((len(e.negatives) for e in examples), default=0)
-    return [e for e in examples if len(e.negatives) == width]
-
-
-def pseudo_queries(
-    documents: Sequence[Document], config: TrainingConfig, rng: random.Random
-) -> list[tuple[str, str, str, str]]:
-    """(kind, query, source doc id, positive text) made from the corpus itself."""
-    rows: list[tuple[str, str, str, str]] = []
-    titled = [d for d in documents if d.title.strip() and d.text.strip()]
-    if config.title_queries != 0:
-        chosen = (
-            titled if config.title_queries < 0 else rng.sample(titled, min(config.title_queries, len(titled)))
-        )
-        rows.extend(("title", d.title.strip(), d.id, d.text) for d in chosen)
-    if config.sentence_queries > 0:
-        order = list(documents)
-        rng.shuffle(order)
-        for doc in order:
-            sentence, rest = pick_sentence(doc.text, rng)
-            if sentence:
-                positive = f"{doc.title}\n{rest}" if doc.title else rest
-                rows.append(("sentence", sentence, doc.id, positive))
-            if sum(1 for r in rows if r[0] == "sentence") >= config.sentence_queries:
-                break
-    return rows
-
-
-def tune_interpolation(
-    rerank: Mapping[str, Mapping[str, float]],
-    first: Mapping[str, Sequence[tuple[str, float]]],
-    qrels: Mapping[str, Mapping[str, int]],
-) -> tuple[float, dict[float, float]]:
-    """The rerank weight in [0, 1] with the best smoothed dev nDCG@10 (ties go to less rerank), and the whole
-    curve."""
-    curve: dict[float, float] = {}
-    for weight in INTERPOLATION_GRID:
-        run: dict[str, list[str]] = {}
-        for query_id, ranked in first.items():
-            mixed = interpolate(rerank[query_id], dict(ranked), weight)
-            head = sorted(mixed, key=lambda d: -mixed[d])
-            run[query_id] = head + [d for d, _ in ranked if d not in mixed]
-        curve[weight] = evaluate_run(run, {q: qrels[q] for q in first})["ndcg@10"]
-    # Pick on the curve averaged with its neighbours: a lone spike between two dips is dev noise, a plateau
-    # is not, and its middle keeps working when the test queries differ a little.
-    weights = list(curve)
-    smoothed = {
-        w: float(np.mean([curve[v] for v in weights[max(i - 1, 0) : i + 2]])) for i, w in enumerate(weights)
-    }
-    best = max(weights, key=lambda w: (round(smoothed[w], 6), -w))
-    return best, curve
-
-
-def bf16_available() -> bool:
-    import torch
-
-    if torch.cuda.is_available():
-        return bool(torch.cuda.is_bf16_supported())
-    try:
-        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8")
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def train_reranker(

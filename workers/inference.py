@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -43,6 +44,20 @@ class PairRunner(Protocol):
     description: str
 
     def __call__(self, batch: dict[str, np.ndarray]) -> np.ndarray: ...
+
+
+def bf16_available() -> bool:
+    """Whether bf16 matrix work runs natively: a GPU that supports it, or a CPU with AVX512-BF16 or AMX
+    (elsewhere bf16 autocast is emulated and slower than fp32)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return bool(torch.cuda.is_bf16_supported())
+    try:
+        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8")
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def token_budget_batches(lengths: Sequence[int], token_budget: int, max_batch: int) -> list[list[int]]:
@@ -178,7 +193,8 @@ def export_onnx(
         def forward(self, *inputs: Any) -> Any:
             return getattr(self.model(**dict(zip(names, inputs, strict=True))), output)
 
-    with torch.inference_mode():
+    with torch.inference_mode(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about shapes the dynamic axes already cover
         torch.onnx.export(
             ByName(),
             tuple(sample[n] for n in names),

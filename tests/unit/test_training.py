@@ -12,15 +12,14 @@ from connector.documents import Document
 from connector.embedder import Embedder
 from connector.fusion import interpolate
 from connector.settings import load_settings
-from connector.training import (
+from connector.training import retune_interpolation, train_reranker
+from connector.training_data import (
     TrainingConfig,
     build_examples,
     pick_sentence,
     pseudo_queries,
-    retune_interpolation,
     sample_negatives,
     split_dev,
-    train_reranker,
     tune_interpolation,
 )
 from workers.reranking import Candidate, CrossEncoderScorer
