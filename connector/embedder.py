@@ -23,8 +23,8 @@ from connector.errors import ModelLoadError, describe_exception
 from connector.models import ModelSource, resolve_model
 
 ProgressCallback = Callable[[int, int], None]  # (documents done, total)
-EmbeddingBackend = Literal["torch", "torch-bf16", "onnx", "onnx-int8"]
-EMBEDDING_BACKENDS: tuple[str, ...] = ("torch", "torch-bf16", "onnx", "onnx-int8")
+EmbeddingBackend = Literal["auto", "torch", "torch-bf16", "onnx", "onnx-int8"]
+EMBEDDING_BACKENDS: tuple[str, ...] = ("auto", "torch", "torch-bf16", "onnx", "onnx-int8")
 
 
 def quiet_transformers() -> None:
@@ -59,7 +59,7 @@ class Embedder:
         self.batch_size = batch_size
         self.device = device
         self.trust_remote_code = trust_remote_code
-        self.backend = backend
+        self.backend: EmbeddingBackend = resolve_embedding_backend(backend)
         self.token_budget = token_budget
         self.threads = threads
         self.cache_dir = cache_dir or Path("data") / "onnx-cache"
@@ -156,6 +156,16 @@ class Embedder:
     @property
     def query_cache_entries(self) -> int:
         return len(self._queries)
+
+
+def resolve_embedding_backend(backend: EmbeddingBackend) -> EmbeddingBackend:
+    """`auto`: bf16 autocast where bf16 runs natively (×2.6 docs/s here at a dense nDCG@10 cost of 0.0007 on
+    SciFact), else plain fp32, since emulated bf16 is slower than fp32."""
+    if backend != "auto":
+        return backend
+    from workers.inference import bf16_available
+
+    return "torch-bf16" if bf16_available() else "torch"
 
 
 class _OnnxEncoder:

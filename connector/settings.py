@@ -15,7 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from connector.errors import ConfigurationError
 
 FusionMethod = Literal["rrf", "minmax", "zscore"]
-EmbeddingBackendName = Literal["torch", "torch-bf16", "onnx", "onnx-int8"]
+EmbeddingBackendName = Literal["auto", "torch", "torch-bf16", "onnx", "onnx-int8"]
 RerankBackendName = Literal["auto", "torch", "torch-bf16", "onnx", "onnx-int8"]
 
 DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
@@ -52,7 +52,7 @@ class Settings(BaseSettings):
     embedding_model: str = DEFAULT_EMBEDDING_MODEL
     embedding_batch_size: int = Field(32, gt=0)
     embedding_device: str | None = None
-    embedding_backend: EmbeddingBackendName = "torch"
+    embedding_backend: EmbeddingBackendName = "auto"
     embedding_token_budget: int = Field(16384, ge=16, description="ONNX backends: padded tokens per call")
     embedding_query_cache: int = Field(1024, ge=0, description="query embeddings kept in an LRU cache")
 

@@ -218,6 +218,9 @@ class OpenSearchBackend:
         accepted, failures = split_sendable(documents, vectors)
         actions = []
         for action in bodies.bulk_actions(target, [d for d, _ in accepted], [v for _, v in accepted]):
+            if bodies.action_size_bound(action) <= self.max_document_bytes:
+                actions.append(action)
+                continue
             size = bodies.action_size(action)
             if size > self.max_document_bytes:
                 failures.append(

@@ -143,6 +143,19 @@ def action_size(action: Mapping[str, Any]) -> int:
     return len(json.dumps(action["_source"], ensure_ascii=False).encode("utf-8"))
 
 
+# JSON of a float takes at most 24 characters, plus ", "; a character at most 6 bytes (a \uXXXX escape).
+_FLOAT_BYTES, _CHAR_BYTES = 26, 6
+
+
+def action_size_bound(action: Mapping[str, Any]) -> int:
+    """An upper bound of `action_size` without serializing the vector and the text: the exact size is only
+    worth computing (one more full JSON encoding per document) when this bound is over the limit."""
+    source = action["_source"]
+    chars = sum(len(source[k]) for k in ("doc_id", "title", "text"))
+    metadata = len(json.dumps(source["metadata"], ensure_ascii=False).encode("utf-8"))
+    return 128 + _CHAR_BYTES * chars + metadata + _FLOAT_BYTES * len(source[VECTOR_FIELD])
+
+
 def failure_from_item(item: Mapping[str, Any]) -> DocumentFailure:
     """A per-document failure from one item of a bulk response."""
     op = next(iter(item.values()))

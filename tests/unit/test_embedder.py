@@ -49,3 +49,11 @@ def test_repeated_queries_come_from_the_lru_cache(embedder: Embedder) -> None:
 def test_unknown_backend_is_refused() -> None:
     with pytest.raises(ModelLoadError, match="unknown embedding backend"):
         Embedder("all-MiniLM-L6-v2", backend="tpu")  # type: ignore[arg-type]
+
+
+def test_auto_picks_bf16_only_where_it_runs_natively() -> None:
+    from connector.embedder import resolve_embedding_backend
+    from workers.inference import bf16_available
+
+    assert resolve_embedding_backend("auto") == ("torch-bf16" if bf16_available() else "torch")
+    assert resolve_embedding_backend("onnx-int8") == "onnx-int8"

@@ -185,3 +185,23 @@ def test_pipelines_carry_technique_weights_and_rank_constant() -> None:
 def test_bad_mapping_parameters_are_refused(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         mappings.index_body(**kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "plain words",
+        "中文文本，带标点",
+        'quotes " and \\ backslashes',
+        "control \x01\x02\x1f chars",
+        "é" * 1000,
+        "",
+    ],
+)
+def test_the_size_bound_never_underestimates(text: str) -> None:
+    document = Document(
+        id="d\u00e9", title="T\x00itle", text=text or "x", metadata={"k": ["v", 1, 2.5, True]}
+    )
+    vector = np.array([-1.2345678901234567e-300, 0.1, -0.3333333333333333, 1e300], dtype=np.float64)
+    action = next(bodies.bulk_actions("idx", [document], [vector]))
+    assert bodies.action_size_bound(action) >= bodies.action_size(action)
