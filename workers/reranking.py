@@ -7,6 +7,7 @@ tokens is not cut away. The model loads once per scorer and is reused.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,6 +124,9 @@ class CrossEncoderScorer:
 
                 quiet_transformers()
                 folder = model_folder(self.source)
+                window = model_window(folder)
+                if window is not None and self.max_length > window:
+                    self.max_length = window  # truncation follows what the model can read, not the setting
                 runner = make_runner(
                     folder,
                     self.backend,
@@ -206,6 +210,18 @@ def model_folder(source: ModelSource) -> Path:
     from huggingface_hub import snapshot_download
 
     return Path(snapshot_download(source.location))
+
+
+def model_window(folder: Path) -> int | None:
+    """Tokens the model can read at once (position embeddings; RoBERTa-style models reserve two), or None."""
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    positions = config.get("max_position_embeddings")
+    if not isinstance(positions, int):
+        return None
+    return positions - 2 if config.get("model_type") in ("roberta", "xlm-roberta", "camembert") else positions
 
 
 def max_readable_chars(max_length: int, max_passages: int) -> int:

@@ -113,3 +113,9 @@ def test_text_past_what_the_model_reads_is_cut_before_tokenizing(scorer: CrossEn
     assert scorer.max_chars == 32 * 3 * 12
     passages = scorer.passages("moon", huge)
     assert len(passages) == 3 and sum(len(p) for p in passages) <= 2 * scorer.max_chars
+
+
+def test_max_length_is_clipped_to_the_model_window(tiny_cross_encoder_dir: Path) -> None:
+    scorer = CrossEncoderScorer(str(tiny_cross_encoder_dir), max_length=100_000)
+    scored = scorer.score("moon phase", [Candidate("a", LONG_TEXT * 20)])
+    assert scorer.max_length == 512 and len(scored) == 1  # the tiny model has 512 positions
