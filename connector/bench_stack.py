@@ -152,3 +152,55 @@ def run_index_bench(
         "ours_seconds": ours_s,
         "raw_seconds": raw_s,
     }
+
+
+def plot_search_bench(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    stages = ["embed_query", "bm25_only", "bm25", "knn", "fusion", "hybrid_recall"]
+    backends = list(report["backends"])
+    fig, ax = plt.subplots(figsize=(8, 4))
+    x = np.arange(len(stages))
+    width = 0.8 / max(len(backends), 1)
+    for i, name in enumerate(backends):
+        values = [report["backends"][name].get(s, {}).get("p50", 0.0) for s in stages]
+        errors = [
+            report["backends"][name].get(s, {}).get("p95", 0.0) - v
+            for s, v in zip(stages, values, strict=True)
+        ]
+        ax.bar(
+            x + i * width,
+            values,
+            width,
+            yerr=[[0] * len(values), errors],
+            capsize=3,
+            label=f"{name} (p50, p95)",
+        )
+    ax.set_xticks(x + width * (len(backends) - 1) / 2, stages, rotation=15)
+    ax.set_ylabel("ms")
+    ax.set_title(f"First stage per stage ({report['machine']})", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_index_bench(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    values = [report["raw_streaming_bulk_docs_per_s"], report["ours_docs_per_s"]]
+    ax.bar(["raw streaming_bulk", "ours (bulk_index + commit)"], values, color=["grey", "tab:blue"])
+    ax.text(1, values[1], f"x{report['ratio']:.2f}", ha="center", va="bottom")
+    ax.set_ylabel("documents / s")
+    ax.set_title(f"OpenSearch bulk, {report['documents']} documents, embedding excluded", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -315,13 +315,14 @@ def bench_search(
 ) -> None:
     """First-stage per-stage p50/p95 on the embedded backend and (with OPENSEARCH_URL) on OpenSearch, hybrid
     recall against BM25-only on the same index."""
-    from connector.bench_stack import run_search_bench
+    from connector.bench_stack import plot_search_bench, run_search_bench
 
     report = run_search_bench(
         _settings(), dataset, n_queries=queries, log=lambda m: err.print(m, highlight=False)
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "bench-search.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    plot_search_bench(report, out_dir / "bench-search.png")
     if as_json:
         print(json.dumps(report, indent=2))
         return
@@ -346,13 +347,14 @@ def bench_index(
     as_json: Annotated[bool, typer.Option("--json", help="print the JSON report")] = False,
 ) -> None:
     """OpenSearch bulk docs/s, our backend against raw opensearch-py streaming_bulk (embedding excluded)."""
-    from connector.bench_stack import run_index_bench
+    from connector.bench_stack import plot_index_bench, run_index_bench
 
     report = run_index_bench(
         _settings(), dataset, n_docs=docs, rounds=rounds, log=lambda m: err.print(m, highlight=False)
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "bench-index.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    plot_index_bench(report, out_dir / "bench-index.png")
     if as_json:
         print(json.dumps(report, indent=2))
         return
@@ -704,12 +706,17 @@ def export_reranker_command(
     model_dir: Annotated[Path, typer.Argument(help="a cross-encoder folder with torch weights")],
     output: Annotated[Path, typer.Option("--out", help="the ONNX folder to write")],
     int8: Annotated[bool, typer.Option("--int8/--fp32", help="dynamic int8 quantization")] = True,
+    layers: Annotated[
+        int | None, typer.Option(min=1, help="keep only the first N transformer layers (measure before use)")
+    ] = None,
 ) -> None:
     """Export a cross-encoder to a self-contained ONNX folder (int8 by default) that runs without torch
     weights; RERANK_MODEL can point at it."""
     from workers.inference import export_folder
 
-    onnx_file = export_folder(model_dir, output, int8=int8, trust_remote_code=_settings().trust_remote_code)
+    onnx_file = export_folder(
+        model_dir, output, int8=int8, layers=layers, trust_remote_code=_settings().trust_remote_code
+    )
     card = model_dir / "README.md"
     if card.is_file():
         text = card.read_text(encoding="utf-8")

@@ -43,6 +43,8 @@ def resolve_model(name: str) -> ModelSource:
             pass
         else:
             if folder.is_dir():
+                if package.startswith("workers."):
+                    return ModelSource(name, str(folder), f"shipped with hybrid-rerank ({folder})")
                 return ModelSource(name, str(folder), f"PyPI package {package.replace('_', '-')} ({folder})")
     return ModelSource(name, name, "model hub id (local cache when HF_HUB_OFFLINE=1)")
 

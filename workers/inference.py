@@ -356,16 +356,52 @@ COMPANION_FILES = (
 )
 
 
-def export_folder(source: Path, target: Path, *, int8: bool = True, trust_remote_code: bool = False) -> Path:
+def truncate_layers(source: Path, target: Path, layers: int, *, trust_remote_code: bool = False) -> Path:
+    """A copy of a sequence-classification model keeping only its first `layers` transformer layers (the
+    layerwise idea of the bge-reranker family, here without retraining: measure its quality before use)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(
+        str(source), trust_remote_code=trust_remote_code
+    )
+    encoder: Any = getattr(model.base_model, "encoder", None)
+    stack = getattr(encoder, "layer", None)
+    if stack is None or not 0 < layers <= len(stack):
+        found = len(stack) if stack is not None else "no"
+        raise ValueError(f"cannot keep {layers} layers: {source} has {found} encoder layers")
+    encoder.layer = stack[:layers]
+    model.config.num_hidden_layers = layers
+    model.save_pretrained(str(target))
+    AutoTokenizer.from_pretrained(str(source), trust_remote_code=trust_remote_code).save_pretrained(
+        str(target)
+    )
+    return target
+
+
+def export_folder(
+    source: Path,
+    target: Path,
+    *,
+    int8: bool = True,
+    layers: int | None = None,
+    trust_remote_code: bool = False,
+) -> Path:
     """A self-contained ONNX model folder (no torch weights) that `make_runner` runs with onnxruntime."""
     target.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as work:
-        fp32 = export_onnx(source, Path(work) / ONNX_FP32, trust_remote_code=trust_remote_code)
+        model = source
+        if layers is not None:
+            model = truncate_layers(
+                source, Path(work) / "truncated", layers, trust_remote_code=trust_remote_code
+            )
+        fp32 = export_onnx(model, Path(work) / ONNX_FP32, trust_remote_code=trust_remote_code)
         produced = quantize_int8(fp32, Path(work) / ONNX_INT8) if int8 else fp32
         for stale in (ONNX_FP32, ONNX_INT8):
             (target / stale).unlink(missing_ok=True)
         shutil.move(str(produced), target / produced.name)
-    for name in COMPANION_FILES:
-        if (source / name).is_file():
-            shutil.copy2(source / name, target / name)
+        for name in COMPANION_FILES:
+            if (model / name).is_file():
+                shutil.copy2(model / name, target / name)
+            elif (source / name).is_file():
+                shutil.copy2(source / name, target / name)
     return target / (ONNX_INT8 if int8 else ONNX_FP32)

@@ -171,3 +171,16 @@ def test_shipped_reranker_is_small_and_loads_offline() -> None:
     )
     assert scored[0].score > scored[1].score
     assert "licen" in (SCIFACT_RERANKER_DIR / "README.md").read_text(encoding="utf-8").lower()
+
+
+def test_layer_truncation_keeps_the_first_layers_and_still_loads(
+    tiny_cross_encoder_dir: Path, tmp_path: Path
+) -> None:
+    import json
+
+    folder = tmp_path / "one-layer"
+    export_folder(tiny_cross_encoder_dir, folder, int8=False, layers=1)
+    assert json.loads((folder / "config.json").read_text(encoding="utf-8"))["num_hidden_layers"] == 1
+    assert scores_of(CrossEncoderScorer(str(folder), max_length=48)).shape == (len(TEXTS),)
+    with pytest.raises(ValueError, match="cannot keep 9 layers"):
+        export_folder(tiny_cross_encoder_dir, tmp_path / "too-many", layers=9)
