@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -496,6 +496,21 @@ def read_queries(path: Path) -> dict[str, str]:
     return queries
 
 
+@contextlib.contextmanager
+def staged_progress() -> Iterator[Callable[[str, int, int], None]]:
+    """`progress(stage, done, total)`: one progress bar per named stage of a long command."""
+    with contextlib.ExitStack() as stack:
+        bars: dict[str, Callable[[int, int], None]] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in bars:
+                unit = "docs" if stage == "embedding corpus" else "queries"
+                bars[stage] = stack.enter_context(progress_bar(err, stage, total, unit=unit))
+            bars[stage](done, total)
+
+        yield progress
+
+
 @app.command("eval")
 def evaluate(
     dataset: Annotated[
@@ -517,15 +532,7 @@ def evaluate(
     from connector.evaluation import plot_report, run_eval
 
     settings = _settings()
-    with contextlib.ExitStack() as stack:
-        bars: dict[str, Callable[[int, int], None]] = {}
-
-        def progress(stage: str, done: int, total: int) -> None:
-            if stage not in bars:
-                unit = "docs" if stage == "embedding corpus" else "queries"
-                bars[stage] = stack.enter_context(progress_bar(err, stage, total, unit=unit))
-            bars[stage](done, total)
-
+    with staged_progress() as progress:
         report = run_eval(
             settings,
             dataset,
@@ -648,15 +655,7 @@ def train_reranker_command(
         seed=seed,
     )
     settings = _settings()
-    with contextlib.ExitStack() as stack:
-        bars: dict[str, Callable[[int, int], None]] = {}
-
-        def progress(stage: str, done: int, total: int) -> None:
-            if stage not in bars:
-                unit = "docs" if stage == "embedding corpus" else "queries"
-                bars[stage] = stack.enter_context(progress_bar(err, stage, total, unit=unit))
-            bars[stage](done, total)
-
+    with staged_progress() as progress:
         report = train_reranker(
             settings, dataset, output, config, progress=progress, log=lambda m: err.print(m, highlight=False)
         )
@@ -683,9 +682,16 @@ def tune_reranker_command(
 
     if split == "test":
         raise typer.BadParameter("tuning on the test split would make every test figure meaningless")
-    result = retune_interpolation(
-        _settings(), dataset, model_dir, split=split, dev_queries=dev_queries, seed=seed
-    )
+    with staged_progress() as progress:
+        result = retune_interpolation(
+            _settings(),
+            dataset,
+            model_dir,
+            split=split,
+            dev_queries=dev_queries,
+            seed=seed,
+            progress=progress,
+        )
     curve = result["curve"]
     best = result["interpolation_weight"]
     out.print(
