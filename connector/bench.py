@@ -7,10 +7,11 @@ noisy, so absolute times from different runs are not comparable, ratios from one
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import platform
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,12 @@ def candidate_sets(folder: Path, n_queries: int, depth: int) -> list[tuple[str, 
         top = np.argsort(-scores)[:depth]
         sets.append((query, [Candidate(documents[j].id, documents[j].full_text) for j in top]))
     return sets
+
+
+def in_fresh_process(function: Callable[..., Any], *args: Any) -> Any:
+    """`function(*args)` in a newly spawned process: its own imports, caches and peak RSS, none inherited."""
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(function, args)
 
 
 def machine() -> str:

@@ -7,7 +7,6 @@ the dense leg's nDCG@10 on the test split (the whole corpus embedded by each var
 
 from __future__ import annotations
 
-import multiprocessing
 import resource
 import time
 from collections.abc import Callable, Sequence
@@ -16,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from connector.bench import machine
+from connector.bench import in_fresh_process, machine
 from connector.evaluation import evaluate_run, load_beir
 from connector.models import resolve_model
 from connector.settings import Settings
@@ -80,17 +79,12 @@ def run_embed_bench(
     documents = benchmark.documents if full or not n_docs else benchmark.documents[:n_docs]
     texts = [d.full_text for d in documents]
     chosen = [(name, b) for name, b in VARIANTS if backends is None or b in backends or b == BASELINE]
-    context = multiprocessing.get_context("spawn")
     results: list[dict[str, Any]] = []
     baseline_vectors: np.ndarray | None = None
     query_ids = sorted(benchmark.queries)
     for name, backend in chosen:
         log(f"embedding {len(texts)} documents: {name}")
-        with context.Pool(1) as pool:
-            measured = pool.apply(embed_once, (backend, settings, texts))
-            if full:
-                query_texts = [benchmark.queries[q] for q in query_ids]
-                queries = pool.apply(embed_once, (backend, settings, query_texts))
+        measured = in_fresh_process(embed_once, backend, settings, texts)
         vectors = measured["vectors"]
         if baseline_vectors is None:
             baseline_vectors = vectors
@@ -104,6 +98,8 @@ def run_embed_bench(
             "cosine_to_baseline": {"mean": float(cosines.mean()), "min": float(cosines.min())},
         }
         if full:
+            query_texts = [benchmark.queries[q] for q in query_ids]
+            queries = in_fresh_process(embed_once, backend, settings, query_texts)
             row["dense_ndcg@10"] = dense_ndcg(
                 documents, query_ids, queries["vectors"], vectors, benchmark.qrels
             )

@@ -12,7 +12,6 @@ for the rerank order alone and interpolated with the first stage at the model's 
 
 from __future__ import annotations
 
-import multiprocessing
 import resource
 import statistics
 import time
@@ -23,10 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from connector.bench import latency_summary, machine
+from connector.bench import in_fresh_process, latency_summary, machine
 from connector.evaluation import evaluate_run, hybrid_rankings, prepare_benchmark
 from connector.fusion import interpolate
-from connector.models import read_rerank_metadata, resolve_model
+from connector.models import rerank_weight, resolve_model
 from connector.settings import Settings
 
 BASELINE = "baseline"
@@ -158,9 +157,8 @@ def measure(variant: Variant, model: str, workload: Workload, settings: Settings
 def measure_in_fresh_process(
     variant: Variant, model: str, workload: Workload, settings: Settings
 ) -> dict[str, Any]:
-    context = multiprocessing.get_context("spawn")
-    with context.Pool(1) as pool:
-        return pool.apply(measure, (variant, model, workload, settings))
+    result: dict[str, Any] = in_fresh_process(measure, variant, model, workload, settings)
+    return result
 
 
 def rerank_quality(
@@ -192,7 +190,7 @@ def run_rerank_bench(
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     workload = build_workload(settings, folder, n_queries, depth, progress)
-    weight = _model_weight(settings, model)
+    weight = rerank_weight(settings.model_copy(update={"rerank_model": model}))
     results: list[dict[str, Any]] = []
     reference: np.ndarray | None = None
     for variant in variants:
@@ -231,13 +229,6 @@ def run_rerank_bench(
     }
 
 
-def _model_weight(settings: Settings, model: str) -> float:
-    if settings.rerank_interpolation is not None:
-        return settings.rerank_interpolation
-    weight = read_rerank_metadata(resolve_model(model).location).get("interpolation_weight", 1.0)
-    return float(weight) if isinstance(weight, int | float) else 1.0
-
-
 def run_tradeoff(
     settings: Settings,
     folder: Path,
@@ -254,7 +245,7 @@ def run_tradeoff(
     the quality comes from the deepest call's scores (the scores of a pair do not depend on its batch)."""
     deepest = max(depths)
     workload = build_workload(settings, folder, n_queries, deepest, progress)
-    weight = _model_weight(settings, model)
+    weight = rerank_weight(settings.model_copy(update={"rerank_model": model}))
     points: list[dict[str, Any]] = []
     for max_length in max_lengths:
         for depth in sorted(depths):

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from connector.bench import latency_summary, machine
+from connector.errors import ConfigurationError
 from connector.evaluation import cached_embeddings, load_beir, prepare_benchmark
 from connector.fusion import fuse
 from connector.settings import Settings
@@ -100,7 +101,9 @@ def run_index_bench(
     from mappings import index_body
 
     if not settings.opensearch_url:
-        raise SystemExit("bench index needs OPENSEARCH_URL (e.g. `scripts/opensearch start` and its url)")
+        raise ConfigurationError(
+            "bench index needs OPENSEARCH_URL (e.g. `scripts/opensearch start` and its url)"
+        )
     benchmark = load_beir(folder, "test")
     embedder = make_embedder(settings)
     vectors, _ = cached_embeddings(embedder, benchmark.documents, settings.data_dir / "embedding-cache")
@@ -119,7 +122,8 @@ def run_index_bench(
                 report = backend.bulk_index(documents, vectors)
                 backend.commit()
                 ours_s.append(time.perf_counter() - started)
-                assert report.ok, report.failures[:3]
+                if not report.ok:
+                    raise ConfigurationError(f"bulk write failed during the benchmark: {report.failures[:3]}")
                 backend.client.indices.delete(index=f"{name}-v*")
             else:
                 client = backend.client
@@ -135,7 +139,8 @@ def run_index_bench(
                 for ok, item in helpers.streaming_bulk(
                     client, bodies.bulk_actions(name, documents, list(vectors))
                 ):
-                    assert ok, item
+                    if not ok:
+                        raise ConfigurationError(f"raw bulk write failed during the benchmark: {item}")
                 client.indices.refresh(index=name)
                 raw_s.append(time.perf_counter() - started)
                 client.indices.delete(index=name)

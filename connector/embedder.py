@@ -208,13 +208,10 @@ class _OnnxEncoder:
         return str(folder)
 
     def embed(self, texts: Sequence[str], progress: ProgressCallback | None) -> Vector:
-        from workers.inference import run_batched
+        from workers.inference import encoded_rows, run_batched
 
         encoded = self.tokenizer(list(texts), truncation=True, max_length=self.max_length, verbose=False)
-        rows = [
-            {name: encoded[name][i] for name in ("input_ids", "token_type_ids") if name in encoded}
-            for i in range(len(texts))
-        ]
+        rows = encoded_rows(encoded, len(texts))
         total = len(texts)
         vectors = run_batched(
             self.runner,

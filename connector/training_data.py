@@ -7,8 +7,7 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -39,7 +38,6 @@ class TrainingConfig:
     bf16: bool | None = None  # None: on where the CPU or GPU has it
     eval_steps: int = 200
     seed: int = 13
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

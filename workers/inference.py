@@ -96,6 +96,14 @@ def cls_pool(output: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return np.asarray(output[:, 0, :])
 
 
+def encoded_rows(
+    encoded: Mapping[str, Sequence[Sequence[int]]], count: int
+) -> list[dict[str, Sequence[int]]]:
+    """A tokenizer's batch output (unpadded) as one row per input, with the ids `run_batched` reads."""
+    names = [name for name in ("input_ids", "token_type_ids") if name in encoded]
+    return [{name: encoded[name][i] for name in names} for i in range(count)]
+
+
 def run_batched(
     runner: PairRunner,
     encoded: Sequence[Mapping[str, Sequence[int]]],

@@ -15,7 +15,15 @@ from typing import TYPE_CHECKING, Any
 
 from connector.errors import ModelLoadError, describe_exception
 from connector.models import ModelSource, resolve_model
-from workers.inference import RUNNER_KINDS, PairRunner, RunnerKind, load_tokenizer, make_runner, run_batched
+from workers.inference import (
+    RUNNER_KINDS,
+    PairRunner,
+    RunnerKind,
+    encoded_rows,
+    load_tokenizer,
+    make_runner,
+    run_batched,
+)
 
 if TYPE_CHECKING:
     from connector.settings import Settings
@@ -193,10 +201,7 @@ class CrossEncoderScorer:
         encoded = model.tokenizer(
             list(queries), list(texts), truncation=True, max_length=self.max_length, verbose=False
         )
-        rows = [
-            {name: encoded[name][i] for name in ("input_ids", "token_type_ids") if name in encoded}
-            for i in range(len(queries))
-        ]
+        rows = encoded_rows(encoded, len(queries))
         pad_id = model.tokenizer.pad_token_id or 0
         return run_batched(model.runner, rows, self.token_budget, self.batch_size, pad_id)
 

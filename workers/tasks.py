@@ -32,15 +32,11 @@ def _settings() -> Settings:
 def _scorer() -> CrossEncoderScorer:
     if "scorer" not in _runtime:
         threads = os.environ.get(THREADS_ENV)
-        if threads:
-            import torch
-
-            torch.set_num_threads(int(threads))
         scorer = CrossEncoderScorer.from_settings(_settings())
         if scorer is None:
             raise RuntimeError("RERANK_MODEL is off: this worker has no model to serve")
         if threads and scorer.threads is None:
-            scorer.threads = int(threads)  # onnxruntime's intra-op threads too, not only torch's
+            scorer.threads = int(threads)  # the runner applies them to torch or onnxruntime
         scorer.load()
         _runtime["scorer"] = scorer
         log.info("model ready: %s in process %d (%s threads)", scorer.description, os.getpid(), threads)
