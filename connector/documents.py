@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from connector.errors import ConfigurationError, InvalidDocumentsError, RecordError
+from hybrid_rerank.connector.errors import ConfigurationError, InvalidDocumentsError, RecordError
 
 Scalar = str | int | float | bool
 MetadataValue = Scalar | list[Scalar] | None

@@ -17,21 +17,14 @@ from typing import Any, Literal
 
 import numpy as np
 
-from connector.backends.base import Vector
-from connector.documents import Document
-from connector.errors import ModelLoadError, describe_exception
-from connector.models import ModelSource, resolve_model
+from hybrid_rerank.connector.backends.base import Vector
+from hybrid_rerank.connector.documents import Document
+from hybrid_rerank.connector.errors import ModelLoadError, describe_exception
+from hybrid_rerank.workers.runtime.models import ModelSource, quiet_transformers, resolve_model
 
 ProgressCallback = Callable[[int, int], None]  # (documents done, total)
 EmbeddingBackend = Literal["auto", "torch", "torch-bf16", "onnx", "onnx-int8"]
 EMBEDDING_BACKENDS: tuple[str, ...] = ("auto", "torch", "torch-bf16", "onnx", "onnx-int8")
-
-
-def quiet_transformers() -> None:
-    """Silence transformers' per-load progress bars; our own progress reporting says what happens."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
 
 
 class Embedder:
@@ -163,7 +156,7 @@ def resolve_embedding_backend(backend: EmbeddingBackend) -> EmbeddingBackend:
     SciFact), else plain fp32, since emulated bf16 is slower than fp32."""
     if backend != "auto":
         return backend
-    from workers.inference import bf16_available
+    from hybrid_rerank.workers.runtime.runners import bf16_available
 
     return "torch-bf16" if bf16_available() else "torch"
 
@@ -172,7 +165,10 @@ class _OnnxEncoder:
     """The transformer of a sentence-transformers folder through onnxruntime, with its pooling."""
 
     def __init__(self, embedder: Embedder) -> None:
-        from workers.inference import OnnxRunner, cached_onnx, cls_pool, load_tokenizer, mean_pool
+        from hybrid_rerank.workers.runtime.batching import cls_pool, mean_pool
+        from hybrid_rerank.workers.runtime.models import load_tokenizer
+        from hybrid_rerank.workers.runtime.onnx_export import cached_onnx
+        from hybrid_rerank.workers.runtime.runners import OnnxRunner
 
         folder = Path(self.folder_of(embedder))
         pooling = _read_json(folder / "1_Pooling" / "config.json")
@@ -208,7 +204,7 @@ class _OnnxEncoder:
         return str(folder)
 
     def embed(self, texts: Sequence[str], progress: ProgressCallback | None) -> Vector:
-        from workers.inference import encoded_rows, run_batched
+        from hybrid_rerank.workers.runtime.batching import encoded_rows, run_batched
 
         encoded = self.tokenizer(list(texts), truncation=True, max_length=self.max_length, verbose=False)
         rows = encoded_rows(encoded, len(texts))

@@ -1,27 +1,41 @@
-"""Every error the connector raises on purpose. Messages say what happened and what to do."""
+"""Every error the connector raises on purpose. Messages say what happened and what to do.
+
+The tree's root, `HybridRerankError`, and the errors both sides raise (`ConfigurationError`,
+`ModelLoadError`) live in `hybrid_rerank.workers.errors`, since the workers never import the connector; they
+are re-exported here so connector code names one module.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from hybrid_rerank.workers.errors import (
+    ConfigurationError,
+    HybridRerankError,
+    ModelLoadError,
+    describe_exception,
+)
 
-def describe_exception(exc: BaseException) -> str:
-    """`Type: first line of the message`: enough to act on, without a library's multi-line essay."""
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0].rstrip('.')}" if lines else type(exc).__name__
+__all__ = [
+    "BackendUnavailableError",
+    "BulkIndexError",
+    "ConfigurationError",
+    "ConnectorError",
+    "DocumentFailure",
+    "HybridRerankError",
+    "IndexMismatchError",
+    "IndexMissingError",
+    "InvalidDocumentsError",
+    "InvalidQueryError",
+    "ModelLoadError",
+    "RecordError",
+    "describe_exception",
+]
 
 
-class ConnectorError(Exception):
-    """Base class: catch this to handle any expected failure of the connector."""
-
-
-class ConfigurationError(ConnectorError):
-    """A setting is missing, malformed or inconsistent with another."""
-
-
-class ModelLoadError(ConnectorError):
-    """A bi-encoder or cross-encoder could not be loaded from the configured path or id."""
+class ConnectorError(HybridRerankError):
+    """Base class of the connector's own errors (search, indexing, input records)."""
 
 
 class IndexMissingError(ConnectorError):

@@ -1,23 +1,42 @@
-"""Builds the pipeline's parts from the settings: the one place that decides embedded vs OpenSearch and
-in-process vs Celery."""
+"""The one place where the settings become constructor arguments: embedded or OpenSearch, in-process or
+Celery reranking, the search options. Library code below this takes plain arguments and never reads
+settings; the rerank side is built by the workers' own factory from the same settings object."""
 
 from __future__ import annotations
 
-from connector.backends.base import Backend
-from connector.embedder import Embedder
-from connector.pipeline import SearchOptions, SearchPipeline
-from connector.rerank import InProcessReranker, Reranker
-from connector.settings import Settings
-from workers.reranking import CrossEncoderScorer
+from hybrid_rerank.connector.backends.base import Backend
+from hybrid_rerank.connector.embedder import Embedder
+from hybrid_rerank.connector.pipeline import SearchOptions, SearchPipeline
+from hybrid_rerank.connector.settings import Settings
+from hybrid_rerank.workers import factory as workers_factory
+from hybrid_rerank.workers.client import Reranker
+from hybrid_rerank.workers.scorer import CrossEncoderScorer
 
 
 def open_backend(settings: Settings, index_name: str | None = None) -> Backend:
     name = index_name or settings.index_name
     if settings.uses_opensearch:
-        from connector.backends.opensearch import OpenSearchBackend
+        from hybrid_rerank.connector.backends.opensearch import OpenSearchBackend, make_client
 
-        return OpenSearchBackend.from_settings(settings, name)
-    from connector.backends.embedded import EmbeddedBackend
+        assert settings.opensearch_url is not None
+        password = settings.opensearch_password
+        client = make_client(
+            settings.opensearch_url,
+            username=settings.opensearch_username,
+            password=password.get_secret_value() if password is not None else None,
+            verify_certs=settings.opensearch_verify_certs,
+            timeout=settings.opensearch_timeout,
+        )
+        return OpenSearchBackend(
+            client,
+            name,
+            url=settings.opensearch_url,
+            analyzer=settings.opensearch_analyzer,
+            hnsw_m=settings.hnsw_m,
+            hnsw_ef_construction=settings.hnsw_ef_construction,
+            title_boost=settings.title_boost,
+        )
+    from hybrid_rerank.connector.backends.embedded import EmbeddedBackend
 
     return EmbeddedBackend(settings.data_dir, name)
 
@@ -36,19 +55,26 @@ def make_embedder(settings: Settings) -> Embedder:
 
 
 def make_scorer(settings: Settings) -> CrossEncoderScorer | None:
-    return CrossEncoderScorer.from_settings(settings)
+    """The configured cross-encoder, for tools that score in this process; None when RERANK_MODEL is off."""
+    return workers_factory.make_scorer(settings)
 
 
 def make_reranker(settings: Settings) -> Reranker | None:
     """Celery workers when REDIS_URL is set, else the same scorer in this process; None when off."""
-    if settings.rerank_model is None:
-        return None
-    if settings.uses_celery:
-        from connector.celery_rerank import CeleryReranker
+    return workers_factory.make_reranker(settings)
 
-        return CeleryReranker.from_settings(settings)
-    scorer = make_scorer(settings)
-    return None if scorer is None else InProcessReranker(scorer)
+
+def search_options(settings: Settings) -> SearchOptions:
+    return SearchOptions(
+        recall_depth=settings.recall_depth,
+        rerank_depth=settings.rerank_depth,
+        top_k=settings.top_k,
+        fusion=settings.fusion,
+        rrf_k=settings.rrf_k,
+        bm25_weight=settings.bm25_weight,
+        hybrid_mode=settings.hybrid_mode,
+        rerank_weight=settings.rerank_interpolation,  # None: the model's tuned weight, from its reply
+    )
 
 
 def make_pipeline(
@@ -61,5 +87,5 @@ def make_pipeline(
         backend or open_backend(settings),
         embedder or make_embedder(settings),
         reranker if reranker is not None else make_reranker(settings),
-        SearchOptions.from_settings(settings),
+        search_options(settings),
     )

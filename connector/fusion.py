@@ -9,9 +9,9 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
-from connector.settings import FusionMethod
-
+FusionMethod = Literal["rrf", "minmax", "zscore"]
 Leg = Sequence[tuple[str, float]]
 
 

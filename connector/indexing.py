@@ -6,9 +6,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from connector.backends.base import Backend, BulkReport
-from connector.documents import Document
-from connector.embedder import Embedder, ProgressCallback
+from hybrid_rerank.connector.backends.base import Backend, BulkReport
+from hybrid_rerank.connector.documents import Document
+from hybrid_rerank.connector.embedder import Embedder, ProgressCallback
 
 
 @dataclass(frozen=True)

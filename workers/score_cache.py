@@ -7,7 +7,8 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
-from workers.reranking import Candidate
+from hybrid_rerank.workers.protocol import Candidate
+from hybrid_rerank.workers.scorer import CrossEncoderScorer
 
 PREFIX = "hybrid-rerank:score"
 
@@ -43,3 +44,20 @@ class ScoreCache:
         for candidate, score in scored:
             pipe.set(self.key(query, candidate.text), repr(score), ex=self.ttl_s)
         pipe.execute()
+
+
+def cached_scores(
+    scorer: CrossEncoderScorer, cache: ScoreCache | None, query: str, candidates: Sequence[Candidate]
+) -> tuple[list[tuple[str, float]], int]:
+    """(id, score) for every candidate in order, cached where there are some, the model scoring the rest;
+    and how many came from the cache."""
+    cached = cache.get_many(query, candidates) if cache is not None else [None] * len(candidates)
+    missing = [c for c, score in zip(candidates, cached, strict=True) if score is None]
+    fresh = {s.id: s.score for s in scorer.score(query, missing)} if missing else {}
+    if cache is not None and missing:
+        cache.put_many(query, [(c, fresh[c.id]) for c in missing])
+    scores = [
+        (c.id, score if score is not None else fresh[c.id])
+        for c, score in zip(candidates, cached, strict=True)
+    ]
+    return scores, len(candidates) - len(missing)

@@ -12,31 +12,31 @@ from typing import Any
 
 from celery import shared_task, signals
 
-from connector.settings import Settings, load_settings
-from workers.celery_app import TASK_NAME
-from workers.reranking import Candidate, CrossEncoderScorer, RerankInputError, parse_request
-from workers.score_cache import ScoreCache
+from hybrid_rerank.workers.errors import RerankInputError
+from hybrid_rerank.workers.factory import make_scorer
+from hybrid_rerank.workers.protocol import TASK_NAME, encode_error, encode_reply, parse_request
+from hybrid_rerank.workers.score_cache import ScoreCache, cached_scores
+from hybrid_rerank.workers.scorer import CrossEncoderScorer
+from hybrid_rerank.workers.settings import WorkerSettings, load_worker_settings
 
 THREADS_ENV = "HYBRID_RERANK_TORCH_THREADS"
-log = logging.getLogger("workers")
+log = logging.getLogger("hybrid_rerank.workers")
 _runtime: dict[str, Any] = {}
 
 
-def _settings() -> Settings:
+def _settings() -> WorkerSettings:
     if "settings" not in _runtime:
-        _runtime["settings"] = load_settings()
-    settings: Settings = _runtime["settings"]
+        _runtime["settings"] = load_worker_settings()
+    settings: WorkerSettings = _runtime["settings"]
     return settings
 
 
 def _scorer() -> CrossEncoderScorer:
     if "scorer" not in _runtime:
         threads = os.environ.get(THREADS_ENV)
-        scorer = CrossEncoderScorer.from_settings(_settings())
+        scorer = make_scorer(_settings(), threads=int(threads) if threads else None)
         if scorer is None:
             raise RuntimeError("RERANK_MODEL is off: this worker has no model to serve")
-        if threads and scorer.threads is None:
-            scorer.threads = int(threads)  # the runner applies them to torch or onnxruntime
         scorer.load()
         _runtime["scorer"] = scorer
         log.info("model ready: %s in process %d (%s threads)", scorer.description, os.getpid(), threads)
@@ -78,34 +78,25 @@ def _load_in_worker(**_: Any) -> None:
         _scorer()
 
 
-def score_request(
-    scorer: CrossEncoderScorer, cache: ScoreCache | None, query: str, candidates: list[Candidate]
-) -> dict[str, Any]:
-    """Cached scores where there are some; the model scores the rest."""
-    cached = cache.get_many(query, candidates) if cache is not None else [None] * len(candidates)
-    missing = [c for c, score in zip(candidates, cached, strict=True) if score is None]
-    fresh = {s.id: s.score for s in scorer.score(query, missing)} if missing else {}
-    if cache is not None and missing:
-        cache.put_many(query, [(c, fresh[c.id]) for c in missing])
-    scores = [
-        {"id": c.id, "score": score if score is not None else fresh[c.id]}
-        for c, score in zip(candidates, cached, strict=True)
-    ]
-    return {"model": scorer.model_name, "scores": scores, "cached": len(candidates) - len(missing)}
-
-
 @shared_task(name=TASK_NAME, bind=True)
 def rerank(self: Any, payload: Any) -> dict[str, Any]:
-    """Plain JSON in: {"query", "candidates": [{"id", "text"}], "model", "cache"}; plain JSON out: scores,
-    or an "error" that says what was wrong with the request. A bad request never takes the worker down."""
+    """A request in the wire protocol in, a reply in it out (`workers.protocol`): scores with the model's
+    tuned interpolation weight, or an error that says what was wrong with the request. A bad request never
+    takes the worker down."""
     worker = str(self.request.hostname or "")
     try:
-        query, candidates = parse_request(payload)
+        request = parse_request(payload)
     except RerankInputError as exc:
-        return {"error": f"invalid rerank request: {exc}", "worker": worker}
+        return encode_error(f"invalid rerank request: {exc}", worker)
     scorer = _scorer()
-    wanted = payload.get("model")
-    if wanted is not None and wanted != scorer.model_name:
-        return {"error": f"this worker serves {scorer.model_name!r}, not {wanted!r}", "worker": worker}
-    cache = _cache(scorer) if payload.get("cache", True) else None  # "cache": false asks for fresh scores
-    return {**score_request(scorer, cache, query, candidates), "worker": worker}
+    if request.model is not None and request.model != scorer.model_name:
+        return encode_error(f"this worker serves {scorer.model_name!r}, not {request.model!r}", worker)
+    cache = _cache(scorer) if request.use_cache else None
+    scores, cached = cached_scores(scorer, cache, request.query, request.candidates)
+    return encode_reply(
+        scorer.model_name,
+        scores,
+        cached=cached,
+        worker=worker,
+        interpolation_weight=scorer.interpolation_weight,
+    )

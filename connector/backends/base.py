@@ -9,9 +9,9 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from connector.documents import Document, MetadataValue, Scalar
-from connector.errors import DocumentFailure, IndexMismatchError
-from connector.settings import FusionMethod
+from hybrid_rerank.connector.documents import Document, MetadataValue, Scalar
+from hybrid_rerank.connector.errors import ConfigurationError, DocumentFailure, IndexMismatchError
+from hybrid_rerank.connector.fusion import FusionMethod
 
 Vector = npt.NDArray[np.float32]
 
@@ -79,7 +79,8 @@ class BulkReport:
 
 
 class Backend(Protocol):
-    """A document store with BM25 and k-NN recall under metadata filters."""
+    """A document store with BM25 and k-NN recall under metadata filters. Implementations subclass it, so
+    they inherit the defaults of optional capabilities (`hybrid`) and mypy checks they define the rest."""
 
     name: str
 
@@ -119,10 +120,6 @@ class Backend(Protocol):
         """Both legs under the same filters (in one round trip where the store allows)."""
         ...
 
-
-class ServerHybridBackend(Protocol):
-    """A backend that fuses both legs itself (OpenSearch with neural-search)."""
-
     def hybrid(
         self,
         query: str,
@@ -133,7 +130,13 @@ class ServerHybridBackend(Protocol):
         fusion: FusionMethod,
         bm25_weight: float,
         rrf_k: int,
-    ) -> list[HybridHit]: ...
+    ) -> list[HybridHit]:
+        """Both legs fused by the store itself (HYBRID_MODE=server), best first, each hit with its legs' raw
+        scores. The default: this store cannot, and says what to do instead."""
+        raise ConfigurationError(
+            f"HYBRID_MODE=server needs OpenSearch with neural-search; the {self.name} backend fuses "
+            "client-side (HYBRID_MODE=client)"
+        )
 
 
 def split_sendable(

@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 from rank_bm25 import BM25Okapi
 
-from connector.backends.base import (
+from hybrid_rerank.connector.backends.base import (
+    Backend,
     BulkReport,
     Filters,
     IndexInfo,
@@ -34,9 +35,9 @@ from connector.backends.base import (
     matches_filters,
     split_sendable,
 )
-from connector.documents import Document
-from connector.errors import ConfigurationError, IndexMismatchError, IndexMissingError
-from connector.text import TOKENIZER_VERSION, tokenize
+from hybrid_rerank.connector.documents import Document
+from hybrid_rerank.connector.errors import ConfigurationError, IndexMismatchError, IndexMissingError
+from hybrid_rerank.connector.text import TOKENIZER_VERSION, tokenize
 
 FORMAT_VERSION = 1
 
@@ -54,7 +55,7 @@ class LuceneBM25(BM25Okapi):  # type: ignore[misc]
         }
 
 
-class EmbeddedBackend:
+class EmbeddedBackend(Backend):
     """An in-process index for one index name under `data_dir`."""
 
     name = "embedded"

@@ -14,9 +14,10 @@ from typing import Any, TypeVar
 from opensearchpy import OpenSearch, helpers
 from opensearchpy import exceptions as os_exc
 
-import mappings
-from connector.backends import opensearch_bodies as bodies
-from connector.backends.base import (
+from hybrid_rerank import mappings
+from hybrid_rerank.connector.backends import opensearch_bodies as bodies
+from hybrid_rerank.connector.backends.base import (
+    Backend,
     BulkReport,
     Filters,
     HybridHit,
@@ -27,8 +28,8 @@ from connector.backends.base import (
     check_index_matches,
     split_sendable,
 )
-from connector.documents import Document
-from connector.errors import (
+from hybrid_rerank.connector.documents import Document
+from hybrid_rerank.connector.errors import (
     BackendUnavailableError,
     ConfigurationError,
     ConnectorError,
@@ -36,29 +37,34 @@ from connector.errors import (
     IndexMismatchError,
     IndexMissingError,
 )
-from connector.settings import FusionMethod, Settings
+from hybrid_rerank.connector.fusion import FusionMethod
 
 T = TypeVar("T")
 VERSIONED = re.compile(r"^(?P<alias>.+)-v(?P<n>\d+)$")
 
 
-def make_client(settings: Settings) -> OpenSearch:
-    auth = None
-    if settings.opensearch_username:
-        password = settings.opensearch_password.get_secret_value() if settings.opensearch_password else ""
-        auth = (settings.opensearch_username, password)
+def make_client(
+    url: str,
+    *,
+    username: str | None = None,
+    password: str | None = None,
+    verify_certs: bool = True,
+    timeout: float = 30.0,
+) -> OpenSearch:
+    """A client that retries timeouts and the statuses a busy node answers with."""
+    auth = (username, password or "") if username else None
     return OpenSearch(
-        hosts=[settings.opensearch_url],
+        hosts=[url],
         http_auth=auth,
-        verify_certs=settings.opensearch_verify_certs,
-        timeout=settings.opensearch_timeout,
+        verify_certs=verify_certs,
+        timeout=timeout,
         max_retries=3,
         retry_on_timeout=True,
         retry_on_status=(429, 502, 503, 504),
     )
 
 
-class OpenSearchBackend:
+class OpenSearchBackend(Backend):
     name = "opensearch"
 
     def __init__(
@@ -96,18 +102,6 @@ class OpenSearchBackend:
             None  # where bulk writes go; differs from the live one while re-indexing
         )
         self._pipelines: set[str] = set()
-
-    @classmethod
-    def from_settings(cls, settings: Settings, index_name: str | None = None) -> OpenSearchBackend:
-        return cls(
-            make_client(settings),
-            index_name or settings.index_name,
-            url=settings.opensearch_url or "",
-            analyzer=settings.opensearch_analyzer,
-            hnsw_m=settings.hnsw_m,
-            hnsw_ef_construction=settings.hnsw_ef_construction,
-            title_boost=settings.title_boost,
-        )
 
     # --- errors: the one place the client's exceptions become ours -------------------------------------
 

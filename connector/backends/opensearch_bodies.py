@@ -7,9 +7,9 @@ import json
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from connector.backends.base import Filters, LegHit, Range, Vector
-from connector.documents import Document
-from connector.errors import DocumentFailure
+from hybrid_rerank.connector.backends.base import Filters, LegHit, Range, Vector
+from hybrid_rerank.connector.documents import Document
+from hybrid_rerank.connector.errors import DocumentFailure
 
 VECTOR_FIELD = "embedding"
 SOURCE_FIELDS = ["doc_id", "title", "text", "metadata"]

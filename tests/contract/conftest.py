@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from connector.backends.base import Backend
+from hybrid_rerank.connector.backends.base import Backend
 
 BackendFactory = Callable[[str], Backend]
 
@@ -18,14 +18,14 @@ BackendFactory = Callable[[str], Backend]
 def make_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BackendFactory]:
     """Opens a backend on an index named for this test; a second call with the same name reopens it."""
     if request.param == "embedded":
-        from connector.backends.embedded import EmbeddedBackend
+        from hybrid_rerank.connector.backends.embedded import EmbeddedBackend
 
         yield lambda name: EmbeddedBackend(tmp_path, name)
         return
 
     from opensearchpy import OpenSearch
 
-    from connector.backends.opensearch import OpenSearchBackend
+    from hybrid_rerank.connector.backends.opensearch import OpenSearchBackend
 
     url = request.getfixturevalue("opensearch_url")
     client = OpenSearch(hosts=[url], timeout=60)

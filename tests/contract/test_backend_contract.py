@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from connector.backends.base import Backend, IndexInfo, LegHit, Range
-from connector.documents import Document
-from connector.errors import IndexMismatchError, IndexMissingError
+from hybrid_rerank.connector.backends.base import Backend, IndexInfo, LegHit, Range
+from hybrid_rerank.connector.documents import Document
+from hybrid_rerank.connector.errors import IndexMismatchError, IndexMissingError
 from tests.contract.conftest import BackendFactory
 
 MODEL = "test-model"

@@ -6,9 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from connector.bench_stack import plot_index_bench, plot_search_bench, run_index_bench, run_search_bench
-from connector.demo import demo_data_dir
-from connector.settings import load_settings
+from hybrid_rerank.connector.lab.bench_stack import (
+    plot_index_bench,
+    plot_search_bench,
+    run_index_bench,
+    run_search_bench,
+)
+from hybrid_rerank.connector.lab.demo import demo_data_dir
+from hybrid_rerank.connector.settings import load_settings
 
 pytestmark = pytest.mark.integration
 

@@ -14,19 +14,19 @@ from typing import Any
 import pytest
 from celery.result import AsyncResult
 
-from connector.backends.embedded import EmbeddedBackend
-from connector.celery_rerank import CeleryReranker
-from connector.documents import Document
-from connector.embedder import Embedder
-from connector.indexing import index_documents
-from connector.pipeline import SearchOptions, SearchPipeline
-from connector.rerank import InProcessReranker
-from connector.settings import Settings, load_settings
+from hybrid_rerank.connector.backends.embedded import EmbeddedBackend
+from hybrid_rerank.connector.documents import Document
+from hybrid_rerank.connector.embedder import Embedder
+from hybrid_rerank.connector.indexing import index_documents
+from hybrid_rerank.connector.pipeline import SearchOptions, SearchPipeline
+from hybrid_rerank.connector.settings import Settings, load_settings
+from hybrid_rerank.workers.client import CeleryReranker, InProcessReranker
+from hybrid_rerank.workers.factory import make_celery_reranker
+from hybrid_rerank.workers.local import WorkerProcess
+from hybrid_rerank.workers.protocol import TASK_NAME, Candidate
+from hybrid_rerank.workers.scorer import CrossEncoderScorer
 from tests.conftest import REPO
 from tests.tiny_models import build_tiny_cross_encoder
-from workers.celery_app import TASK_NAME
-from workers.local import WorkerProcess
-from workers.reranking import Candidate, CrossEncoderScorer
 
 pytestmark = pytest.mark.integration
 
@@ -57,7 +57,6 @@ def worker_env(redis_url: str, model: Path, **extra: str) -> dict[str, str]:
         "RERANK_MODEL": str(model),
         "RERANK_MAX_LENGTH": str(MAX_LENGTH),
         "HF_HUB_OFFLINE": "1",
-        "PYTHONPATH": str(REPO),
         **extra,
     }
     return env
@@ -76,7 +75,7 @@ def fast(
 ) -> Iterator[tuple[CeleryReranker, WorkerProcess, Path]]:
     """One worker serving a tiny cross-encoder (milliseconds per request)."""
     model = build_tiny_cross_encoder(tmp_path_factory.mktemp("fast") / "tiny-ce")
-    reranker = CeleryReranker.from_settings(settings_for(redis_url, model, rerank_deadline_ms=30_000))
+    reranker = make_celery_reranker(settings_for(redis_url, model, rerank_deadline_ms=30_000))
     worker = WorkerProcess("fast1", worker_env(redis_url, model), tmp_path_factory.mktemp("fast-logs"))
     worker.start(reranker.app)
     yield reranker, worker, model
@@ -91,7 +90,7 @@ def slow(
     visibility timeout so a task of a worker killed outright comes back quickly."""
     model = build_tiny_cross_encoder(tmp_path_factory.mktemp("slow") / "minilm-size-ce", hidden=384, layers=6)
     extra = {"RERANK_VISIBILITY_TIMEOUT_S": "8", "RERANK_CACHE_TTL_S": "0", "RERANK_THREADS": "1"}
-    reranker = CeleryReranker.from_settings(
+    reranker = make_celery_reranker(
         settings_for(redis_url, model, rerank_deadline_ms=60_000, rerank_visibility_timeout_s=8)
     )
     logs = tmp_path_factory.mktemp("slow-logs")
@@ -178,7 +177,7 @@ def test_async_and_batch_forms(fast: tuple[CeleryReranker, WorkerProcess, Path])
     )
 
     seen: list[int] = []
-    outcomes = reranker.rerank_batch(
+    outcomes = reranker.rerank_many(
         [(f"query {i}", CANDIDATES[:2]) for i in range(5)], progress=lambda done, _total: seen.append(done)
     )
     assert all(o.scores is not None and set(o.scores) == {"moon", "steak"} for o in outcomes)
@@ -277,7 +276,7 @@ def test_search_degrades_while_redis_is_down_and_recovers(
     started = subprocess.run([script, "start"], env=redis_env, capture_output=True, text=True, check=False)
     assert started.returncode == 0, started.stderr
     url = started.stdout.strip().splitlines()[-1]
-    reranker = CeleryReranker.from_settings(
+    reranker = make_celery_reranker(
         settings_for(url, tiny_cross_encoder_dir, rerank_deadline_ms=2000, rerank_cache_ttl_s=0)
     )
     worker = WorkerProcess("outage", worker_env(url, tiny_cross_encoder_dir), tmp_path)

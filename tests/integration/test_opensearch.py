@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from opensearchpy import OpenSearch
 
-from connector.backends.opensearch import OpenSearchBackend
-from connector.documents import Document
-from connector.embedder import Embedder
-from connector.errors import BackendUnavailableError, IndexMismatchError, IndexMissingError
-from connector.indexing import index_documents
-from connector.pipeline import SearchOptions, SearchPipeline
+from hybrid_rerank.connector.backends.opensearch import OpenSearchBackend
+from hybrid_rerank.connector.documents import Document
+from hybrid_rerank.connector.embedder import Embedder
+from hybrid_rerank.connector.errors import BackendUnavailableError, IndexMismatchError, IndexMissingError
+from hybrid_rerank.connector.indexing import index_documents
+from hybrid_rerank.connector.pipeline import SearchOptions, SearchPipeline
 
 pytestmark = pytest.mark.integration
 

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from connector.bench import candidate_sets, latency_summary
-from connector.demo import demo_data_dir
+from hybrid_rerank.connector.lab.bench import candidate_sets, latency_summary
+from hybrid_rerank.connector.lab.demo import demo_data_dir
 
 
 def test_latency_summary_percentiles() -> None:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from connector.bench_embed import plot_embed_bench, run_embed_bench
-from connector.bench_rerank import (
+from hybrid_rerank.connector.lab.bench_embed import plot_embed_bench, run_embed_bench
+from hybrid_rerank.connector.lab.bench_rerank import (
     Variant,
     Workload,
     plot_rerank_bench,
@@ -16,8 +16,8 @@ from connector.bench_rerank import (
     run_rerank_bench,
     run_tradeoff,
 )
-from connector.demo import demo_data_dir
-from connector.settings import Settings, load_settings
+from hybrid_rerank.connector.lab.demo import demo_data_dir
+from hybrid_rerank.connector.settings import Settings, load_settings
 
 
 @pytest.fixture

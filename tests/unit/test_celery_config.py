@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from connector.errors import ConfigurationError
-from connector.settings import Settings, load_settings
-from workers.celery_app import TASK_NAME, make_app, queue_for
+from hybrid_rerank.connector.errors import ConfigurationError
+from hybrid_rerank.connector.settings import Settings, load_settings
+from hybrid_rerank.workers.celery_app import make_app
+from hybrid_rerank.workers.protocol import TASK_NAME, queue_for
 
 
 @pytest.fixture
@@ -54,10 +55,10 @@ def test_missing_redis_or_model_is_a_configuration_error(monkeypatch: pytest.Mon
 def test_celery_finds_the_app_in_the_workers_package(settings: Settings) -> None:
     from celery.app.utils import find_app
 
-    import workers
+    from hybrid_rerank import workers
 
     workers.__dict__.pop("app", None)
-    app = find_app("workers")  # what `celery -A workers worker` does
+    app = find_app("hybrid_rerank.workers")  # what `celery -A hybrid_rerank.workers worker` does
     assert app.conf.task_default_queue == queue_for(settings.rerank_model or "")
     assert app.conf.broker_url == "redis://127.0.0.1:6399/0"
     app.loader.import_default_modules()  # the worker imports the task modules at start

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from connector.cli import app
-from connector.errors import IndexMissingError, InvalidDocumentsError
+from hybrid_rerank.connector.cli import app
+from hybrid_rerank.connector.errors import IndexMissingError, InvalidDocumentsError
 
 runner = CliRunner()
 
@@ -130,7 +130,7 @@ def test_info_hides_secrets(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_console_script_turns_errors_into_a_message_and_exit_code_2(env: Path) -> None:
     process = subprocess.run(
-        [sys.executable, "-c", "from connector.cli import main; main()", "search", "moon"],
+        [sys.executable, "-c", "from hybrid_rerank.connector.cli import main; main()", "search", "moon"],
         capture_output=True,
         text=True,
         env={**os.environ},
@@ -176,7 +176,7 @@ def test_batch_search_names_a_bad_query_line(env: Path) -> None:
 
 
 def test_eval_prints_a_json_report_and_writes_a_chart(env: Path) -> None:
-    from connector.demo import demo_data_dir
+    from hybrid_rerank.connector.lab.demo import demo_data_dir
 
     done = runner.invoke(
         app,

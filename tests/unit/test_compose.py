@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from connector.settings import Settings
+from hybrid_rerank.connector.settings import Settings
 
 COMPOSE = Path(__file__).resolve().parents[2] / "docker-compose.yml"
 DOCKER_ONLY = {"HF_HUB_OFFLINE"}  # read by huggingface_hub, not by our settings
@@ -33,7 +33,7 @@ def test_servers_have_healthchecks_and_publish_on_loopback_only() -> None:
 
 def test_workers_start_the_way_the_tests_start_them() -> None:
     entrypoint = SERVICES["workers"]["entrypoint"]
-    assert entrypoint[:4] == ["celery", "-A", "workers", "worker"]
+    assert entrypoint[:4] == ["celery", "-A", "hybrid_rerank.workers", "worker"]
     assert (
         SERVICES["workers"]["environment"]["REDIS_URL"] == SERVICES["connector"]["environment"]["REDIS_URL"]
     )

@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from connector.demo import demo_data_dir, run_demo
-from connector.evaluation import load_beir
-from connector.settings import load_settings
+from hybrid_rerank.connector.lab.demo import demo_data_dir, run_demo
+from hybrid_rerank.connector.lab.evaluation import load_beir
+from hybrid_rerank.connector.settings import load_settings
 
 
 def test_demo_corpus_is_consistent() -> None:

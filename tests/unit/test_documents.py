@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from connector.documents import Document, load_documents
-from connector.errors import ConfigurationError, InvalidDocumentsError
+from hybrid_rerank.connector.documents import Document, load_documents
+from hybrid_rerank.connector.errors import ConfigurationError, InvalidDocumentsError
 
 
 def write_jsonl(path: Path, lines: list[str | bytes]) -> Path:

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from connector.backends.embedded import EmbeddedBackend
-from connector.documents import Document
-from connector.errors import ConfigurationError, IndexMismatchError
+from hybrid_rerank.connector.backends.embedded import EmbeddedBackend
+from hybrid_rerank.connector.documents import Document
+from hybrid_rerank.connector.errors import ConfigurationError, IndexMismatchError
 
 DOCS = [Document("a", "the moon orbits the earth"), Document("b", "steak rests after grilling")]
 VECTORS = np.eye(2, 4, dtype=np.float32)

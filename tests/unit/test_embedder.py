@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from connector.embedder import Embedder
-from connector.errors import ModelLoadError
+from hybrid_rerank.connector.embedder import Embedder
+from hybrid_rerank.connector.errors import ModelLoadError
 
 TEXTS = [
     "The moon shows phases because we see different parts of its sunlit half.",
@@ -52,8 +52,8 @@ def test_unknown_backend_is_refused() -> None:
 
 
 def test_auto_picks_bf16_only_where_it_runs_natively() -> None:
-    from connector.embedder import resolve_embedding_backend
-    from workers.inference import bf16_available
+    from hybrid_rerank.connector.embedder import resolve_embedding_backend
+    from hybrid_rerank.workers.runtime.runners import bf16_available
 
     assert resolve_embedding_backend("auto") == ("torch-bf16" if bf16_available() else "torch")
     assert resolve_embedding_backend("onnx-int8") == "onnx-int8"

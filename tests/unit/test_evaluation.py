@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from connector.demo import demo_data_dir
-from connector.embedder import Embedder
-from connector.evaluation import load_beir, run_eval
-from connector.settings import load_settings
+from hybrid_rerank.connector.embedder import Embedder
+from hybrid_rerank.connector.lab.demo import demo_data_dir
+from hybrid_rerank.connector.lab.evaluation import load_beir, run_eval
+from hybrid_rerank.connector.settings import load_settings
 
 
 @pytest.fixture
@@ -71,7 +71,7 @@ def test_query_metadata_is_never_read(settings_env: Path, embedder: Embedder) ->
 
 
 def test_a_missing_split_is_a_clear_error(settings_env: Path) -> None:
-    from connector.errors import ConfigurationError
+    from hybrid_rerank.connector.errors import ConfigurationError
 
     with pytest.raises(ConfigurationError, match="no qrels for split 'train'"):
         load_beir(demo_data_dir(), "train")

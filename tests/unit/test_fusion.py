@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from connector.fusion import (
+from hybrid_rerank.connector.fusion import (
     FusedHit,
     fuse,
     min_max_fusion,

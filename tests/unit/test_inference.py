@@ -8,16 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from connector.models import rerank_weight
-from connector.settings import load_settings
-from workers.inference import (
-    ONNX_INT8,
-    cached_onnx,
-    export_folder,
-    run_batched,
-    token_budget_batches,
-)
-from workers.reranking import Candidate, CrossEncoderScorer
+from hybrid_rerank.connector.stages import rerank_weight
+from hybrid_rerank.workers.protocol import Candidate
+from hybrid_rerank.workers.runtime.batching import run_batched, token_budget_batches
+from hybrid_rerank.workers.runtime.models import ONNX_INT8, interpolation_weight
+from hybrid_rerank.workers.runtime.onnx_export import cached_onnx, export_folder
+from hybrid_rerank.workers.scorer import CrossEncoderScorer
 
 QUERY = "why does the moon show phases"
 TEXTS = [
@@ -144,15 +140,19 @@ def test_an_exported_folder_loads_on_its_own(
 def test_the_rerank_weight_comes_from_settings_then_the_model_folder(tmp_path: Path) -> None:
     folder = tmp_path / "model"
     folder.mkdir()
-    assert rerank_weight(load_settings(rerank_model=str(folder))) == 1.0  # no metadata: rerank order
+    assert interpolation_weight(folder) is None  # no metadata
+    assert rerank_weight(None, interpolation_weight(folder)) == 1.0  # the rerank order alone
     (folder / "hybrid_rerank.json").write_text('{"interpolation_weight": 0.35}', encoding="utf-8")
-    assert rerank_weight(load_settings(rerank_model=str(folder))) == 0.35
-    assert rerank_weight(load_settings(rerank_model=str(folder), rerank_interpolation=0.8)) == 0.8
-    assert rerank_weight(load_settings(rerank_model="none")) == 1.0
+    assert rerank_weight(None, interpolation_weight(folder)) == 0.35
+    assert rerank_weight(0.8, interpolation_weight(folder)) == 0.8  # RERANK_INTERPOLATION overrides
+    assert rerank_weight(0.0, 0.35) == 0.0  # an explicit 0 is not "unset"
+    for bad in ('{"interpolation_weight": 1.5}', '{"interpolation_weight": true}', "not json"):
+        (folder / "hybrid_rerank.json").write_text(bad, encoding="utf-8")
+        assert interpolation_weight(folder) is None, bad
 
 
 def test_shipped_reranker_is_small_and_loads_offline() -> None:
-    from workers.models import SCIFACT_RERANKER_DIR, SCIFACT_RERANKER_NAME
+    from hybrid_rerank.workers.models import SCIFACT_RERANKER_DIR, SCIFACT_RERANKER_NAME
 
     if not SCIFACT_RERANKER_DIR.is_dir():
         pytest.fail(f"the shipped reranker {SCIFACT_RERANKER_DIR} is missing")

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from connector.metrics import hit_rate_at_k, mrr_at_k, ndcg_at_k, recall_at_k
+from hybrid_rerank.connector.lab.metrics import hit_rate_at_k, mrr_at_k, ndcg_at_k, recall_at_k
 
 
 def test_ndcg_hand_computed_with_graded_relevance() -> None:
@@ -33,7 +33,7 @@ def test_metrics_agree_with_trec_eval() -> None:
 
     import pytrec_eval
 
-    from connector.evaluation import evaluate_run
+    from hybrid_rerank.connector.lab.evaluation import evaluate_run
 
     rng = random.Random(7)
     docs = [f"d{i}" for i in range(300)]

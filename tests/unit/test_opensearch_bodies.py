@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import mappings
-from connector.backends import opensearch_bodies as bodies
-from connector.backends.base import Range
-from connector.documents import Document
+from hybrid_rerank import mappings
+from hybrid_rerank.connector.backends import opensearch_bodies as bodies
+from hybrid_rerank.connector.backends.base import Range
+from hybrid_rerank.connector.documents import Document
 
 
 def test_filters_become_term_terms_and_range_clauses() -> None:

@@ -7,14 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from connector.backends.embedded import EmbeddedBackend
-from connector.documents import Document
-from connector.embedder import Embedder
-from connector.errors import IndexMismatchError, IndexMissingError, InvalidQueryError
-from connector.indexing import index_documents
-from connector.pipeline import SearchOptions, SearchPipeline
-from connector.rerank import InProcessReranker, RerankOutcome
-from workers.reranking import Candidate, CrossEncoderScorer
+from hybrid_rerank.connector.backends.embedded import EmbeddedBackend
+from hybrid_rerank.connector.documents import Document
+from hybrid_rerank.connector.embedder import Embedder
+from hybrid_rerank.connector.errors import IndexMismatchError, IndexMissingError, InvalidQueryError
+from hybrid_rerank.connector.indexing import index_documents
+from hybrid_rerank.connector.pipeline import SearchOptions, SearchPipeline
+from hybrid_rerank.workers.client import InProcessReranker
+from hybrid_rerank.workers.protocol import Candidate, RerankOutcome
+from hybrid_rerank.workers.scorer import CrossEncoderScorer
 
 DOCS = [
     Document(

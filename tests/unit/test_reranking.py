@@ -1,17 +1,15 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
-from connector.errors import ModelLoadError
-from workers.reranking import (
-    Candidate,
-    CrossEncoderScorer,
-    RerankInputError,
-    parse_request,
-)
-from workers.tasks import score_request
+from hybrid_rerank.connector.errors import ModelLoadError
+from hybrid_rerank.workers.errors import RerankInputError
+from hybrid_rerank.workers.protocol import Candidate, encode_reply, parse_reply, parse_request
+from hybrid_rerank.workers.score_cache import cached_scores
+from hybrid_rerank.workers.scorer import CrossEncoderScorer
 
 LONG_TEXT = " ".join(f"the moon orbit earth light phase {word}" for word in ["sun", "star", "rain"] * 12)
 
@@ -64,11 +62,17 @@ def test_a_long_document_scores_as_its_best_passage(scorer: CrossEncoderScorer) 
 
 
 def test_request_round_trip_is_plain_json(scorer: CrossEncoderScorer) -> None:
-    query, candidates = parse_request({"query": "moon", "candidates": [{"id": "x", "text": "the moon"}]})
-    reply = score_request(scorer, None, query, candidates)
+    request = parse_request({"query": "moon", "candidates": [{"id": "x", "text": "the moon"}]})
+    scores, cached = cached_scores(scorer, None, request.query, request.candidates)
+    reply = json.loads(json.dumps(encode_reply(scorer.model_name, scores, interpolation_weight=0.25)))
     assert reply["model"] == scorer.model_name
     assert [item["id"] for item in reply["scores"]] == ["x"]
     assert isinstance(reply["scores"][0]["score"], float)
+    assert cached == 0
+    outcome = parse_reply("SUCCESS", reply)
+    assert outcome.scores == {"x": scores[0][1]}
+    assert outcome.interpolation_weight == 0.25
+    assert outcome.model == scorer.model_name
 
 
 @pytest.mark.parametrize(

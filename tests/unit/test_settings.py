@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from connector.errors import ConfigurationError
-from connector.settings import load_settings, redact_url
+from hybrid_rerank.connector.errors import ConfigurationError
+from hybrid_rerank.connector.settings import load_settings, redact_url
 
 
 def test_defaults_mean_embedded_and_in_process(monkeypatch: pytest.MonkeyPatch) -> None:

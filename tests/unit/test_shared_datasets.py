@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from connector.backends.embedded import EmbeddedBackend
-from connector.documents import Document, load_documents
-from connector.embedder import Embedder
-from connector.indexing import index_documents
-from connector.pipeline import SearchOptions, SearchPipeline
+from hybrid_rerank.connector.backends.embedded import EmbeddedBackend
+from hybrid_rerank.connector.documents import Document, load_documents
+from hybrid_rerank.connector.embedder import Embedder
+from hybrid_rerank.connector.indexing import index_documents
+from hybrid_rerank.connector.pipeline import SearchOptions, SearchPipeline
 from tests.conftest import shared_dataset
 
 

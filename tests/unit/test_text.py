@@ -1,4 +1,4 @@
-from connector.text import tokenize
+from hybrid_rerank.connector.text import tokenize
 
 
 def test_english_is_lowercased_stemmed_and_stopped() -> None:

@@ -8,12 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from connector.documents import Document
-from connector.embedder import Embedder
-from connector.fusion import interpolate
-from connector.settings import load_settings
-from connector.training import retune_interpolation, train_reranker
-from connector.training_data import (
+from hybrid_rerank.connector.documents import Document
+from hybrid_rerank.connector.embedder import Embedder
+from hybrid_rerank.connector.fusion import interpolate
+from hybrid_rerank.connector.lab.training import retune_interpolation, train_reranker
+from hybrid_rerank.connector.lab.training_data import (
     TrainingConfig,
     build_examples,
     pick_sentence,
@@ -22,9 +21,11 @@ from connector.training_data import (
     split_dev,
     tune_interpolation,
 )
-from workers.reranking import Candidate, CrossEncoderScorer
+from hybrid_rerank.connector.settings import load_settings
+from hybrid_rerank.workers.protocol import Candidate
+from hybrid_rerank.workers.scorer import CrossEncoderScorer
 
-DEMO = Path(__file__).resolve().parents[2] / "connector" / "demo_data"
+DEMO = Path(__file__).resolve().parents[2] / "connector" / "lab" / "demo_data"
 
 
 def test_dev_split_is_seeded_and_disjoint() -> None:

@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from connector.bench import in_fresh_process, machine
-from connector.evaluation import evaluate_run, load_beir
-from connector.models import resolve_model
-from connector.settings import Settings
+from hybrid_rerank.connector.lab.bench import in_fresh_process, machine
+from hybrid_rerank.connector.lab.evaluation import evaluate_run, load_beir
+from hybrid_rerank.connector.settings import Settings
+from hybrid_rerank.workers.runtime.models import resolve_model
 
 BASELINE = "baseline"
 VARIANTS: tuple[tuple[str, str], ...] = (
@@ -42,7 +42,7 @@ def embed_once(backend: str, settings: Settings, texts: Sequence[str]) -> dict[s
             return np.asarray(model.encode(list(texts), normalize_embeddings=True), dtype=np.float32)
 
     else:
-        from connector.embedder import Embedder
+        from hybrid_rerank.connector.embedder import Embedder
 
         embedder = Embedder(
             settings.embedding_model,

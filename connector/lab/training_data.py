@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from connector.documents import Document
-from connector.evaluation import evaluate_run
-from connector.fusion import interpolate
+from hybrid_rerank.connector.documents import Document
+from hybrid_rerank.connector.lab.evaluation import evaluate_run
+from hybrid_rerank.connector.stages import rerank_order
 
 INTERPOLATION_GRID = tuple(round(w, 2) for w in np.linspace(0.0, 1.0, 21))
 
@@ -162,9 +162,7 @@ def tune_interpolation(
     for weight in INTERPOLATION_GRID:
         run: dict[str, list[str]] = {}
         for query_id, ranked in first.items():
-            mixed = interpolate(rerank[query_id], dict(ranked), weight)
-            head = sorted(mixed, key=lambda d: -mixed[d])
-            run[query_id] = head + [d for d, _ in ranked if d not in mixed]
+            run[query_id] = rerank_order(ranked, rerank[query_id], len(rerank[query_id]), weight)[0]
         curve[weight] = evaluate_run(run, {q: qrels[q] for q in first})["ndcg@10"]
     # Pick on the curve averaged with its neighbours: a lone spike between two dips is dev noise, a plateau
     # is not, and its middle keeps working when the test queries differ a little.

@@ -17,14 +17,14 @@ from typing import Any
 
 import numpy as np
 
-from connector.backends.embedded import LuceneBM25
-from connector.demo import demo_data_dir
-from connector.errors import ConfigurationError
-from connector.evaluation import load_beir
-from connector.rerank import Reranker
-from connector.settings import Settings
-from connector.text import tokenize
-from workers.reranking import Candidate
+from hybrid_rerank.connector.backends.embedded import LuceneBM25
+from hybrid_rerank.connector.errors import ConfigurationError
+from hybrid_rerank.connector.lab.demo import demo_data_dir
+from hybrid_rerank.connector.lab.evaluation import load_beir
+from hybrid_rerank.connector.settings import Settings
+from hybrid_rerank.connector.text import tokenize
+from hybrid_rerank.workers.client import Reranker
+from hybrid_rerank.workers.protocol import Candidate
 
 
 def latency_summary(samples_ms: Sequence[float]) -> dict[str, float]:
@@ -73,18 +73,18 @@ def run_celery_bench(
     progress: Any = None,
 ) -> dict[str, Any]:
     """Rerank the same candidates in-process and through Celery, alternating which goes first."""
-    from connector.celery_rerank import CeleryReranker
-    from connector.rerank import InProcessReranker
-    from workers.celery_app import make_app, queue_for
-    from workers.local import WorkerProcess
-    from workers.reranking import CrossEncoderScorer
+    from hybrid_rerank.workers.celery_app import make_app
+    from hybrid_rerank.workers.client import CeleryReranker, InProcessReranker
+    from hybrid_rerank.workers.factory import make_scorer
+    from hybrid_rerank.workers.local import WorkerProcess
+    from hybrid_rerank.workers.protocol import queue_for
 
     if settings.redis_url is None or settings.rerank_model is None:
         raise ConfigurationError("bench celery needs REDIS_URL and RERANK_MODEL (a loadable cross-encoder)")
     folder = dataset or demo_data_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
     sets = candidate_sets(folder, n_queries, depth)
-    scorer = CrossEncoderScorer.from_settings(settings)
+    scorer = make_scorer(settings)
     assert scorer is not None
     scorer.load()
     local: Reranker = InProcessReranker(scorer)

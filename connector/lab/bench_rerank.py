@@ -22,11 +22,12 @@ from typing import Any
 
 import numpy as np
 
-from connector.bench import in_fresh_process, latency_summary, machine
-from connector.evaluation import evaluate_run, hybrid_rankings, prepare_benchmark
-from connector.fusion import interpolate
-from connector.models import rerank_weight, resolve_model
-from connector.settings import Settings
+from hybrid_rerank.connector.factory import search_options
+from hybrid_rerank.connector.lab.bench import in_fresh_process, latency_summary, machine
+from hybrid_rerank.connector.lab.evaluation import evaluate_run, hybrid_rankings, prepare_benchmark
+from hybrid_rerank.connector.settings import Settings
+from hybrid_rerank.connector.stages import rerank_order, rerank_weight
+from hybrid_rerank.workers.runtime.models import interpolation_weight, resolve_model
 
 BASELINE = "baseline"
 
@@ -71,7 +72,7 @@ def default_variants(max_length: int, default_backend: str, default_length: int,
 def default_runner(settings: Settings) -> str:
     """The runner the default configuration uses: `auto` on a folder that ships only ONNX (the shipped
     reranker) is that int8 file, so the bench measures the same export of the torch model."""
-    from workers.inference import bundled_onnx, has_torch_weights
+    from hybrid_rerank.workers.runtime.models import bundled_onnx, has_torch_weights
 
     if settings.rerank_backend != "auto":
         return settings.rerank_backend
@@ -82,6 +83,12 @@ def default_runner(settings: Settings) -> str:
     return "torch"
 
 
+def tuned_weight(settings: Settings, model: str) -> float:
+    """The weight the pipeline would use with `model`: RERANK_INTERPOLATION, else the folder's tuned one."""
+    folder = resolve_model(model).location
+    return rerank_weight(settings.rerank_interpolation, interpolation_weight(folder))
+
+
 def build_workload(
     settings: Settings, folder: Path, n_queries: int | None, depth: int, progress: Callable[..., None] | None
 ) -> Workload:
@@ -90,7 +97,7 @@ def build_workload(
     query_ids = sorted(benchmark.queries)[:n_queries] if n_queries else sorted(benchmark.queries)
     texts = [benchmark.queries[q] for q in query_ids]
     vectors = prepared.embedder.embed_texts(texts)
-    rankings = hybrid_rankings(prepared.backend, settings, texts, vectors, depth)
+    rankings = hybrid_rankings(prepared.backend, search_options(settings), texts, vectors, depth)
     documents = {d.id: d for d in benchmark.documents}
     candidates = [[(d, documents[d].full_text, score) for d, score in ranked] for ranked in rankings]
     return Workload(query_ids, texts, candidates, {q: benchmark.qrels[q] for q in query_ids})
@@ -102,7 +109,7 @@ def measure(variant: Variant, model: str, workload: Workload, settings: Settings
         import torch
         from sentence_transformers import CrossEncoder
 
-        from connector.embedder import quiet_transformers
+        from hybrid_rerank.workers.runtime.models import quiet_transformers
 
         quiet_transformers()
         cross_encoder = CrossEncoder(resolve_model(model).location, max_length=variant.max_length)
@@ -117,7 +124,7 @@ def measure(variant: Variant, model: str, workload: Workload, settings: Settings
             f"sentence-transformers CrossEncoder.predict (fp32, batch 32, max_length {variant.max_length})"
         )
     else:
-        from workers.reranking import CrossEncoderScorer
+        from hybrid_rerank.workers.scorer import CrossEncoderScorer
 
         scorer = CrossEncoderScorer(
             model,
@@ -167,13 +174,11 @@ def rerank_quality(
     """nDCG@10 reranking each query's first `quality_depth` candidates: the rerank order and interpolated."""
     runs: dict[str, dict[str, list[str]]] = {"rerank": {}, "interpolated": {}, "first_stage": {}}
     for query_id, candidates, values in zip(workload.query_ids, workload.candidates, scores, strict=True):
-        ids = [d for d, _, _ in candidates]
-        head = dict(zip(ids[:quality_depth], values[:quality_depth], strict=True))
-        fused = {d: s for d, _, s in candidates[:quality_depth]}
-        mixed = interpolate(head, fused, weight)
-        runs["first_stage"][query_id] = ids
-        runs["rerank"][query_id] = sorted(head, key=lambda d: -head[d]) + ids[quality_depth:]
-        runs["interpolated"][query_id] = sorted(mixed, key=lambda d: -mixed[d]) + ids[quality_depth:]
+        first = [(d, s) for d, _, s in candidates]
+        head = dict(zip([d for d, _ in first[:quality_depth]], values[:quality_depth], strict=True))
+        runs["first_stage"][query_id] = [d for d, _ in first]
+        runs["rerank"][query_id] = rerank_order(first, head, quality_depth, 1.0)[0]
+        runs["interpolated"][query_id] = rerank_order(first, head, quality_depth, weight)[0]
     return {name: evaluate_run(run, workload.qrels)["ndcg@10"] for name, run in runs.items()}
 
 
@@ -190,7 +195,7 @@ def run_rerank_bench(
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     workload = build_workload(settings, folder, n_queries, depth, progress)
-    weight = rerank_weight(settings.model_copy(update={"rerank_model": model}))
+    weight = tuned_weight(settings, model)
     results: list[dict[str, Any]] = []
     reference: np.ndarray | None = None
     for variant in variants:
@@ -245,7 +250,7 @@ def run_tradeoff(
     the quality comes from the deepest call's scores (the scores of a pair do not depend on its batch)."""
     deepest = max(depths)
     workload = build_workload(settings, folder, n_queries, deepest, progress)
-    weight = rerank_weight(settings.model_copy(update={"rerank_model": model}))
+    weight = tuned_weight(settings, model)
     points: list[dict[str, Any]] = []
     for max_length in max_lengths:
         for depth in sorted(depths):
@@ -346,7 +351,7 @@ def torch_model_for_bench(
 ) -> tuple[str, bool]:
     """(model, trained): the baseline needs torch weights. Without a trained folder, a cross-encoder of the
     same architecture (all-MiniLM-L6-v2 with a fresh head) measures speed honestly, though not quality."""
-    from workers.inference import has_torch_weights
+    from hybrid_rerank.workers.runtime.models import has_torch_weights
 
     name = model or settings.rerank_model
     if name and has_torch_weights(Path(resolve_model(name).location)):
@@ -355,7 +360,7 @@ def torch_model_for_bench(
     if not has_torch_weights(folder):
         from sentence_transformers import CrossEncoder
 
-        from connector.embedder import quiet_transformers
+        from hybrid_rerank.workers.runtime.models import quiet_transformers
 
         quiet_transformers()
         CrossEncoder(resolve_model("all-MiniLM-L6-v2").location, num_labels=1).save_pretrained(str(folder))

@@ -10,21 +10,21 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from connector.errors import ModelLoadError
-from connector.evaluation import load_beir
-from connector.factory import make_embedder, make_pipeline, make_scorer, open_backend
-from connector.indexing import index_documents
-from connector.metrics import ndcg_at_k
-from connector.progress import progress_bar
-from connector.rerank import InProcessReranker, Reranker
-from connector.settings import Settings
+from hybrid_rerank.connector.errors import ModelLoadError
+from hybrid_rerank.connector.factory import make_embedder, make_pipeline, make_scorer, open_backend
+from hybrid_rerank.connector.indexing import index_documents
+from hybrid_rerank.connector.lab.evaluation import load_beir
+from hybrid_rerank.connector.lab.metrics import ndcg_at_k
+from hybrid_rerank.connector.progress import progress_bar
+from hybrid_rerank.connector.settings import Settings
+from hybrid_rerank.workers.client import InProcessReranker, Reranker
 
 DEMO_INDEX = "demo"
 SHOWN = 5
 
 
 def demo_data_dir() -> Path:
-    return Path(str(resources.files("connector") / "demo_data"))
+    return Path(str(resources.files("hybrid_rerank.connector.lab") / "demo_data"))
 
 
 def run_demo(settings: Settings, console: Console, *, rerank: bool = True) -> None:

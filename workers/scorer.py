@@ -7,41 +7,29 @@ tokens is not cut away. The model loads once per scorer and is reused.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from connector.errors import ModelLoadError, describe_exception
-from connector.models import ModelSource, resolve_model
-from workers.inference import (
-    RUNNER_KINDS,
-    PairRunner,
-    RunnerKind,
-    encoded_rows,
+from hybrid_rerank.workers.errors import ModelLoadError, describe_exception
+from hybrid_rerank.workers.protocol import Candidate, max_readable_chars
+from hybrid_rerank.workers.runtime.batching import PairRunner, encoded_rows, run_batched
+from hybrid_rerank.workers.runtime.models import (
+    ModelSource,
+    interpolation_weight,
     load_tokenizer,
-    make_runner,
-    run_batched,
+    model_folder,
+    model_window,
+    quiet_transformers,
+    resolve_model,
 )
-
-if TYPE_CHECKING:
-    from connector.settings import Settings
+from hybrid_rerank.workers.runtime.runners import RUNNER_KINDS, RunnerKind, make_runner
 
 # The query keeps at most this share of the window; the document gets the rest.
 MAX_QUERY_SHARE = 0.5
 # Consecutive passages overlap by this share of a passage, so no sentence is cut at every boundary.
 PASSAGE_OVERLAP = 0.25
-# Generous characters per token: text beyond what the passages can cover is never tokenized or sent.
-CHARS_PER_TOKEN = 12
-# A request carrying more text than this per candidate is a client bug, not a document to read.
-MAX_CANDIDATE_CHARS = 1_000_000
-
-
-@dataclass(frozen=True)
-class Candidate:
-    id: str
-    text: str
 
 
 @dataclass(frozen=True)
@@ -55,6 +43,7 @@ class LoadedModel:
     tokenizer: Any
     runner: PairRunner
     folder: Path
+    interpolation_weight: float | None  # from the folder's hybrid_rerank.json, tuned for this model
 
 
 class CrossEncoderScorer:
@@ -91,24 +80,6 @@ class CrossEncoderScorer:
         self.trust_remote_code = trust_remote_code
         self._model: LoadedModel | None = None
 
-    @classmethod
-    def from_settings(cls, settings: Settings) -> CrossEncoderScorer | None:
-        """The configured scorer, or None when RERANK_MODEL is off."""
-        if settings.rerank_model is None:
-            return None
-        return cls(
-            settings.rerank_model,
-            max_length=settings.rerank_max_length,
-            batch_size=settings.rerank_batch_size,
-            token_budget=settings.rerank_token_budget,
-            device=settings.rerank_device,
-            backend=settings.rerank_backend,
-            max_passages=settings.rerank_max_passages,
-            threads=settings.rerank_threads,
-            cache_dir=settings.data_dir / "onnx-cache",
-            trust_remote_code=settings.trust_remote_code,
-        )
-
     @property
     def max_chars(self) -> int:
         """Characters of a document the model can read at most; the rest is cut before tokenizing."""
@@ -120,6 +91,11 @@ class CrossEncoderScorer:
         return f"{self.model_name}|{self.backend}|{self.max_length}|{self.max_passages}"
 
     @property
+    def interpolation_weight(self) -> float | None:
+        """The weight the model was tuned with (its folder's hybrid_rerank.json); loads the model."""
+        return self.load().interpolation_weight
+
+    @property
     def description(self) -> str:
         runner = self._model.runner.description if self._model is not None else self.backend
         return f"{self.model_name} ({self.source.origin}; {runner}, max_length {self.max_length})"
@@ -128,8 +104,6 @@ class CrossEncoderScorer:
         """Load the model now (idempotent); raises ModelLoadError with what to do when it cannot."""
         if self._model is None:
             try:
-                from connector.embedder import quiet_transformers
-
                 quiet_transformers()
                 folder = model_folder(self.source)
                 window = model_window(folder)
@@ -144,7 +118,7 @@ class CrossEncoderScorer:
                     trust_remote_code=self.trust_remote_code,
                 )
                 tokenizer = load_tokenizer(folder, trust_remote_code=self.trust_remote_code)
-                self._model = LoadedModel(tokenizer, runner, folder)
+                self._model = LoadedModel(tokenizer, runner, folder, interpolation_weight(folder))
             except Exception as exc:  # any loader failure becomes one actionable error
                 raise ModelLoadError(
                     f"could not load rerank model {self.model_name!r} from {self.source.origin}: "
@@ -204,64 +178,3 @@ class CrossEncoderScorer:
         rows = encoded_rows(encoded, len(queries))
         pad_id = model.tokenizer.pad_token_id or 0
         return run_batched(model.runner, rows, self.token_budget, self.batch_size, pad_id)
-
-
-def model_folder(source: ModelSource) -> Path:
-    """A local folder for the model: the folder itself, or the hub cache's snapshot (no download when
-    HF_HUB_OFFLINE=1)."""
-    path = Path(source.location)
-    if path.is_dir():
-        return path
-    from huggingface_hub import snapshot_download
-
-    return Path(snapshot_download(source.location))
-
-
-def model_window(folder: Path) -> int | None:
-    """Tokens the model can read at once (position embeddings; RoBERTa-style models reserve two), or None."""
-    try:
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    positions = config.get("max_position_embeddings")
-    if not isinstance(positions, int):
-        return None
-    return positions - 2 if config.get("model_type") in ("roberta", "xlm-roberta", "camembert") else positions
-
-
-def max_readable_chars(max_length: int, max_passages: int) -> int:
-    return max_length * max_passages * CHARS_PER_TOKEN
-
-
-class RerankInputError(ValueError):
-    """A rerank request that does not have the documented shape."""
-
-
-def parse_request(payload: object) -> tuple[str, list[Candidate]]:
-    """Validate the plain-JSON request a worker receives: {"query": str, "candidates": [{"id", "text"}]}."""
-    if not isinstance(payload, dict):
-        raise RerankInputError(f"request must be an object, got {type(payload).__name__}")
-    query = payload.get("query")
-    if not isinstance(query, str) or not query.strip():
-        raise RerankInputError("'query' must be a non-empty string")
-    raw = payload.get("candidates")
-    if not isinstance(raw, list):
-        raise RerankInputError("'candidates' must be a list")
-    if not raw:
-        raise RerankInputError("'candidates' is empty: there is nothing to rerank")
-    candidates: list[Candidate] = []
-    for position, item in enumerate(raw):
-        if not isinstance(item, dict):
-            raise RerankInputError(f"candidate {position} must be an object")
-        doc_id, text = item.get("id"), item.get("text")
-        if not isinstance(doc_id, str) or not doc_id:
-            raise RerankInputError(f"candidate {position}: 'id' must be a non-empty string")
-        if not isinstance(text, str):
-            raise RerankInputError(f"candidate {position} ({doc_id}): 'text' must be a string")
-        if len(text) > MAX_CANDIDATE_CHARS:
-            raise RerankInputError(
-                f"candidate {position} ({doc_id}): text is {len(text):,} characters, over the limit of "
-                f"{MAX_CANDIDATE_CHARS:,}; send only what the model reads"
-            )
-        candidates.append(Candidate(doc_id, text))
-    return query, candidates

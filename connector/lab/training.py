@@ -28,13 +28,12 @@ from typing import Any
 import numpy as np
 from sentence_transformers.base.evaluation.evaluator import BaseEvaluator
 
-from connector.backends.base import Backend
-from connector.documents import Document
-from connector.embedder import Embedder
-from connector.evaluation import evaluate_run, hybrid_rankings, prepare_benchmark
-from connector.models import RERANK_METADATA
-from connector.settings import Settings
-from connector.training_data import (
+from hybrid_rerank.connector.backends.base import Backend
+from hybrid_rerank.connector.documents import Document
+from hybrid_rerank.connector.embedder import Embedder
+from hybrid_rerank.connector.factory import search_options
+from hybrid_rerank.connector.lab.evaluation import evaluate_run, hybrid_rankings, prepare_benchmark
+from hybrid_rerank.connector.lab.training_data import (
     Example,
     TrainingConfig,
     build_examples,
@@ -42,8 +41,12 @@ from connector.training_data import (
     split_dev,
     tune_interpolation,
 )
-from workers.inference import bf16_available
-from workers.reranking import Candidate, CrossEncoderScorer
+from hybrid_rerank.connector.settings import Settings
+from hybrid_rerank.workers.factory import make_scorer
+from hybrid_rerank.workers.protocol import Candidate
+from hybrid_rerank.workers.runtime.models import RERANK_METADATA
+from hybrid_rerank.workers.runtime.runners import bf16_available
+from hybrid_rerank.workers.scorer import CrossEncoderScorer
 
 Progress = Callable[[str, int, int], None]
 
@@ -83,7 +86,7 @@ def train_reranker(
     for start in range(0, len(texts), 200):
         end = min(start + 200, len(texts))
         rankings += hybrid_rankings(
-            backend, settings, texts[start:end], query_vectors[start:end], config.mine_depth
+            backend, search_options(settings), texts[start:end], query_vectors[start:end], config.mine_depth
         )
         if progress:
             progress("mining hybrid recall", end, len(texts))
@@ -112,7 +115,7 @@ def train_reranker(
 
     # The weight is tuned on the scores the pipeline will compute: the saved folder through the reranking
     # core, at the configured max_length and passages.
-    scorer = CrossEncoderScorer.from_settings(settings.model_copy(update={"rerank_model": str(output)}))
+    scorer = make_scorer(settings.model_copy(update={"rerank_model": str(output)}))
     assert scorer is not None
     scorer.backend = "torch-bf16" if bf16_available() else "torch"
     dev_rerank = rerank_rankings(scorer, dev_first, documents, benchmark.queries, progress)
@@ -209,8 +212,7 @@ def _fit(
     from sentence_transformers.cross_encoder.losses import MultipleNegativesRankingLoss
     from transformers import TrainerCallback
 
-    from connector.embedder import quiet_transformers
-    from connector.models import resolve_model
+    from hybrid_rerank.workers.runtime.models import quiet_transformers, resolve_model
 
     quiet_transformers()
     torch.manual_seed(config.seed)
@@ -376,7 +378,7 @@ def retune_interpolation(
 ) -> dict[str, Any]:
     """Tune the rerank weight again on the same held-out dev queries, for the current settings (another
     max_length, passages or backend), and rewrite the model folder's hybrid_rerank.json."""
-    from connector.models import read_rerank_metadata
+    from hybrid_rerank.workers.runtime.models import read_rerank_metadata
 
     prepared = prepare_benchmark(settings, folder, split, progress=progress)
     benchmark = prepared.benchmark
@@ -386,9 +388,10 @@ def retune_interpolation(
     seen = {d for q in train_ids for d, grade in benchmark.qrels[q].items() if grade > 0}
     unseen = [q for q in dev_ids if not {d for d, g in benchmark.qrels[q].items() if g > 0} & seen]
     texts = [benchmark.queries[q] for q in dev_ids]
-    rankings = hybrid_rankings(prepared.backend, settings, texts, prepared.embedder.embed_texts(texts), depth)
+    vectors = prepared.embedder.embed_texts(texts)
+    rankings = hybrid_rankings(prepared.backend, search_options(settings), texts, vectors, depth)
     dev_first = dict(zip(dev_ids, rankings, strict=True))
-    scorer = CrossEncoderScorer.from_settings(settings.model_copy(update={"rerank_model": str(model_dir)}))
+    scorer = make_scorer(settings.model_copy(update={"rerank_model": str(model_dir)}))
     assert scorer is not None
     documents = {d.id: d for d in benchmark.documents}
     dev_rerank = rerank_rankings(scorer, dev_first, documents, benchmark.queries, progress)

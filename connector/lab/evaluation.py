@@ -10,22 +10,29 @@ import json
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from connector.backends.base import Backend, Vector
-from connector.documents import Document, load_documents
-from connector.embedder import Embedder
-from connector.errors import ConfigurationError, ModelLoadError
-from connector.fusion import fuse, interpolate
-from connector.metrics import hit_rate_at_k, mrr_at_k, ndcg_at_k, recall_at_k
-from connector.models import rerank_weight
-from connector.rerank import InProcessReranker, Reranker
-from connector.settings import FusionMethod, Settings
-from workers.reranking import Candidate
+from hybrid_rerank.connector.backends.base import Backend, Vector
+from hybrid_rerank.connector.documents import Document, load_documents
+from hybrid_rerank.connector.embedder import Embedder
+from hybrid_rerank.connector.errors import ConfigurationError
+from hybrid_rerank.connector.fusion import FusionMethod
+from hybrid_rerank.connector.lab.metrics import hit_rate_at_k, mrr_at_k, ndcg_at_k, recall_at_k
+from hybrid_rerank.connector.pipeline import SearchOptions
+from hybrid_rerank.connector.settings import Settings
+from hybrid_rerank.connector.stages import (
+    first_stage_ranking,
+    fuse_recall,
+    rerank_head,
+    rerank_order,
+    rerank_weight,
+)
+from hybrid_rerank.workers.client import Reranker
+from hybrid_rerank.workers.protocol import Candidate
 
 FUSIONS: tuple[FusionMethod, ...] = ("rrf", "minmax", "zscore")
 Progress = Callable[[int, int], None]
@@ -149,7 +156,7 @@ def prepare_benchmark(
     progress: Callable[[str, int, int], None] | None = None,
 ) -> PreparedBenchmark:
     """The BEIR split loaded, its corpus embedded (or read from the cache) and indexed (or reused)."""
-    from connector.factory import make_embedder, open_backend
+    from hybrid_rerank.connector.factory import make_embedder, open_backend
 
     benchmark = load_beir(folder, split)
     embedder = embedder or make_embedder(settings)
@@ -165,21 +172,13 @@ def prepare_benchmark(
 
 
 def hybrid_rankings(
-    backend: Backend, settings: Settings, texts: Sequence[str], vectors: Vector, depth: int
+    backend: Backend, options: SearchOptions, texts: Sequence[str], vectors: Vector, depth: int
 ) -> list[list[tuple[str, float]]]:
     """The configured hybrid fusion's top `depth` (id, fused score) for each query text."""
-    weights = [settings.bm25_weight, 1.0 - settings.bm25_weight]
     rankings: list[list[tuple[str, float]]] = []
     for text, vector in zip(texts, vectors, strict=True):
-        recall = backend.recall(text, vector, settings.recall_depth)
-        legs = [
-            [(h.document.id, h.score) for h in recall.bm25],
-            [(h.document.id, h.score) for h in recall.knn],
-        ]
-        fused = fuse(
-            settings.fusion, legs, rrf_k=settings.rrf_k, weights=None if settings.fusion == "rrf" else weights
-        )
-        rankings.append([(f.id, f.score) for f in fused[:depth]])
+        pool = fuse_recall(backend.recall(text, vector, options.recall_depth), options.fusion_options)
+        rankings.append(first_stage_ranking(pool[:depth]))
     return rankings
 
 
@@ -195,8 +194,9 @@ def run_eval(
     reranker: Reranker | None = None,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, Any]:
-    """Every system on the same recall legs; the reranked system reranks the configured fusion's top M."""
-    from connector.factory import make_reranker
+    """Every system on the same recall legs; the reranked system reranks the configured fusion's top M,
+    through the pipeline's own stage functions."""
+    from hybrid_rerank.connector.factory import make_reranker, search_options
 
     started = time.perf_counter()
     prepared = prepare_benchmark(
@@ -208,65 +208,56 @@ def run_eval(
     qrels = {q: benchmark.qrels[q] for q in query_ids}
     query_vectors = embedder.embed_texts([benchmark.queries[q] for q in query_ids])
 
+    options = search_options(settings)
     depth = settings.rerank_depth if rerank_depth is None else rerank_depth
-    weights = [settings.bm25_weight, 1.0 - settings.bm25_weight]
+    configured = f"hybrid-{settings.fusion}"
     runs: dict[str, dict[str, list[str]]] = {
         name: {} for name in ("bm25", "dense", *(f"hybrid-{f}" for f in FUSIONS))
     }
+    firsts: dict[str, list[tuple[str, float]]] = {}  # the configured fusion's ranking, as reranking reads it
     heads: dict[str, list[Candidate]] = {}
-    head_scores: dict[str, dict[str, float]] = {}  # the configured fusion's scores of the reranked head
     for done, (query_id, vector) in enumerate(zip(query_ids, query_vectors, strict=True), start=1):
-        recall = backend.recall(benchmark.queries[query_id], vector, settings.recall_depth)
-        bm25 = [(h.document.id, h.score) for h in recall.bm25]
-        knn = [(h.document.id, h.score) for h in recall.knn]
-        runs["bm25"][query_id] = [doc_id for doc_id, _ in bm25]
-        runs["dense"][query_id] = [doc_id for doc_id, _ in knn]
-        texts = {h.document.id: h.document.full_text for h in [*recall.bm25, *recall.knn]}
+        recall = backend.recall(benchmark.queries[query_id], vector, options.recall_depth)
+        runs["bm25"][query_id] = [h.document.id for h in recall.bm25]
+        runs["dense"][query_id] = [h.document.id for h in recall.knn]
         for method in FUSIONS:
-            fused = fuse(
-                method, [bm25, knn], rrf_k=settings.rrf_k, weights=None if method == "rrf" else weights
-            )
-            runs[f"hybrid-{method}"][query_id] = [f.id for f in fused]
+            pool = fuse_recall(recall, replace(options.fusion_options, method=method))
+            runs[f"hybrid-{method}"][query_id] = [entry.id for entry in pool]
             if method == settings.fusion:
-                head_scores[query_id] = {f.id: f.score for f in fused[:depth]}
-        heads[query_id] = [
-            Candidate(i, texts[i]) for i in runs[f"hybrid-{settings.fusion}"][query_id][:depth]
-        ]
+                firsts[query_id] = first_stage_ranking(pool)
+                heads[query_id] = rerank_head(pool, depth)
         if progress:
             progress("first stage", done, len(query_ids))
 
     reranker = reranker if reranker is not None else make_reranker(settings)
-    skipped = None
-    if isinstance(reranker, InProcessReranker):
-        try:
-            reranker.scorer.load()  # a model that cannot load skips the system instead of failing every query
-        except ModelLoadError as exc:
-            reranker, skipped = None, str(exc)
-    rerank_name = f"hybrid-{settings.fusion}+rerank@{depth}"
-    weight = rerank_weight(settings)
-    mixed_name = f"{rerank_name} interpolated w={weight:g}"
+    skipped = reranker.available() if reranker is not None else None
+    if skipped is not None:  # a model that cannot load skips the system instead of failing every query
+        reranker = None
+    rerank_name = f"{configured}+rerank@{depth}"
+    weights: set[float] = set()
     failures: list[str] = []
+    mixed: dict[str, list[str]] = {}
     if reranker is not None and depth > 0:
+        outcomes = reranker.rerank_many(
+            [(benchmark.queries[q], heads[q]) for q in query_ids],
+            progress=(lambda done, total: progress("reranking", done, total)) if progress else None,
+        )
         runs[rerank_name] = {}
-        if weight < 1.0:
-            runs[mixed_name] = {}
-        for done, query_id in enumerate(query_ids, start=1):
-            first = runs[f"hybrid-{settings.fusion}"][query_id]
-            outcome = reranker.rerank(benchmark.queries[query_id], heads[query_id])
+        for query_id, outcome in zip(query_ids, outcomes, strict=True):
+            first = firsts[query_id]
             if outcome.scores is None:  # counted and reported: that query keeps its first-stage order
                 failures.append(f"{query_id}: {outcome.reason}")
-            scores = outcome.scores
-            for name in runs:
-                if name.startswith(rerank_name):
-                    runs[name][query_id] = first
-            if scores is not None:
-                head = sorted(first[:depth], key=lambda i: -scores[i])
-                runs[rerank_name][query_id] = head + first[depth:]
-            if scores is not None and weight < 1.0:
-                mixed = interpolate(scores, head_scores[query_id], weight)
-                runs[mixed_name][query_id] = sorted(first[:depth], key=lambda i: -mixed[i]) + first[depth:]
-            if progress:
-                progress("reranking", done, len(query_ids))
+                runs[rerank_name][query_id] = mixed[query_id] = [doc_id for doc_id, _ in first]
+                continue
+            weight = rerank_weight(options.rerank_weight, outcome.interpolation_weight)
+            weights.add(weight)
+            runs[rerank_name][query_id] = rerank_order(first, outcome.scores, depth, 1.0)[0]
+            mixed[query_id] = rerank_order(first, outcome.scores, depth, weight)[0]
+    weight = weights.pop() if len(weights) == 1 else 1.0
+    if weights:
+        raise ConfigurationError(f"the rerank replies carried different interpolation weights: {weights}")
+    if reranker is not None and depth > 0 and weight < 1.0:
+        runs[f"{rerank_name} interpolated w={weight:g}"] = mixed
 
     return {
         "dataset": str(folder),
@@ -276,7 +267,7 @@ def run_eval(
         "backend": backend.name,
         "embedding_model": embedder.model_name,
         "rerank_model": settings.rerank_model if reranker is not None else None,
-        "reranker": getattr(reranker, "description", None),
+        "reranker": reranker.description if reranker is not None else None,
         "rerank_depth": depth,
         "rerank_weight": weight,
         "recall_depth": settings.recall_depth,

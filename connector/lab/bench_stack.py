@@ -17,11 +17,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from connector.bench import latency_summary, machine
-from connector.errors import ConfigurationError
-from connector.evaluation import cached_embeddings, load_beir, prepare_benchmark
-from connector.fusion import fuse
-from connector.settings import Settings
+from hybrid_rerank.connector.errors import ConfigurationError
+from hybrid_rerank.connector.fusion import fuse
+from hybrid_rerank.connector.lab.bench import latency_summary, machine
+from hybrid_rerank.connector.lab.evaluation import cached_embeddings, load_beir, prepare_benchmark
+from hybrid_rerank.connector.settings import Settings
 
 
 def run_search_bench(
@@ -96,9 +96,9 @@ def run_index_bench(
 ) -> dict[str, Any]:
     from opensearchpy import helpers
 
-    from connector.backends import opensearch_bodies as bodies
-    from connector.factory import make_embedder, open_backend
-    from mappings import index_body
+    from hybrid_rerank.connector.backends import opensearch_bodies as bodies
+    from hybrid_rerank.connector.factory import make_embedder, open_backend
+    from hybrid_rerank.mappings import index_body
 
     if not settings.opensearch_url:
         raise ConfigurationError(

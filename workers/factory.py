@@ -1,0 +1,54 @@
+"""The one place where the workers' settings become constructor arguments: the scorer a worker process
+serves, and the reranker the searching side calls (Celery workers when REDIS_URL is set, else the same
+scorer in this process)."""
+
+from __future__ import annotations
+
+from hybrid_rerank.workers.client import CeleryReranker, InProcessReranker, Reranker
+from hybrid_rerank.workers.protocol import max_readable_chars
+from hybrid_rerank.workers.scorer import CrossEncoderScorer
+from hybrid_rerank.workers.settings import WorkerSettings
+
+
+def make_scorer(settings: WorkerSettings, *, threads: int | None = None) -> CrossEncoderScorer | None:
+    """The configured cross-encoder (not loaded yet), or None when RERANK_MODEL is off. `threads` applies
+    when RERANK_THREADS is unset (a worker splits the cores between its processes)."""
+    if settings.rerank_model is None:
+        return None
+    return CrossEncoderScorer(
+        settings.rerank_model,
+        max_length=settings.rerank_max_length,
+        batch_size=settings.rerank_batch_size,
+        token_budget=settings.rerank_token_budget,
+        device=settings.rerank_device,
+        backend=settings.rerank_backend,
+        max_passages=settings.rerank_max_passages,
+        threads=settings.rerank_threads or threads,
+        cache_dir=settings.data_dir / "onnx-cache",
+        trust_remote_code=settings.trust_remote_code,
+    )
+
+
+def make_celery_reranker(settings: WorkerSettings, *, use_cache: bool = True) -> CeleryReranker:
+    """The client side of the workers: fails fast when the broker is down, waits up to the deadline."""
+    from hybrid_rerank.workers.celery_app import make_app
+
+    app = make_app(settings, fail_fast=True)
+    assert settings.rerank_model is not None  # make_app refuses RERANK_MODEL=none
+    return CeleryReranker(
+        app,
+        settings.rerank_model,
+        deadline_ms=settings.rerank_deadline_ms,
+        max_chars=max_readable_chars(settings.rerank_max_length, settings.rerank_max_passages),
+        use_cache=use_cache,
+    )
+
+
+def make_reranker(settings: WorkerSettings) -> Reranker | None:
+    """Celery workers when REDIS_URL is set, else the same scorer in this process; None when off."""
+    if settings.rerank_model is None:
+        return None
+    if settings.uses_celery:
+        return make_celery_reranker(settings)
+    scorer = make_scorer(settings)
+    return None if scorer is None else InProcessReranker(scorer)

@@ -1,0 +1,170 @@
+"""The rerank wire protocol, written once: what the connector sends a worker and what it gets back.
+
+A request is plain JSON, `{"query", "candidates": [{"id", "text"}], "model", "cache"}`, sent as the single
+argument of the Celery task `TASK_NAME` on the model's queue (`queue_for`). A reply is plain JSON too:
+`{"model", "scores": [{"id", "score"}], "cached", "worker", "interpolation_weight"}`, or `{"error",
+"worker"}` for a request the worker refused. The reply carries the model's tuned interpolation weight, so
+the searching side never needs to read a model folder that lives only on worker machines.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import PurePath
+from typing import Any, TypeGuard
+
+from hybrid_rerank.workers.errors import RerankInputError
+
+TASK_NAME = "hybrid_rerank.rerank"
+# A request carrying more text than this per candidate is a client bug, not a document to read.
+MAX_CANDIDATE_CHARS = 1_000_000
+# Generous characters per token: text beyond what the passages can cover is never tokenized or sent.
+CHARS_PER_TOKEN = 12
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One document as the reranker reads it: its id and the text to score against the query."""
+
+    id: str
+    text: str
+
+
+@dataclass(frozen=True)
+class RerankRequest:
+    query: str
+    candidates: list[Candidate]
+    model: str | None = None  # the model the sender expects; a worker serving another refuses
+    use_cache: bool = True  # False asks for fresh scores (benchmarks)
+
+
+@dataclass(frozen=True)
+class RerankOutcome:
+    """Scores by document id, or why there are none. A failed rerank is an outcome, never an exception: the
+    search keeps its first-stage order and says why."""
+
+    scores: dict[str, float] | None  # None: not reranked
+    reason: str | None = None  # why not, when not
+    model: str | None = None
+    interpolation_weight: float | None = None  # the model's tuned weight, when its folder has one
+    cached: int = 0  # scores that came from the score cache
+
+    @classmethod
+    def failed(cls, reason: str) -> RerankOutcome:
+        return cls(None, reason)
+
+
+def queue_for(model: str) -> str:
+    """`rerank.<readable name>-<hash>`: the same RERANK_MODEL on both sides gives the same queue."""
+    readable = re.sub(r"[^A-Za-z0-9_.-]+", "-", PurePath(model).name or model).strip("-")[:60] or "model"
+    digest = hashlib.sha1(model.encode("utf-8")).hexdigest()[:8]
+    return f"rerank.{readable}-{digest}"
+
+
+def max_readable_chars(max_length: int, max_passages: int) -> int:
+    """Characters of a document a model with this window can read at most; the rest is never sent."""
+    return max_length * max_passages * CHARS_PER_TOKEN
+
+
+def encode_request(request: RerankRequest, max_chars: int | None = None) -> dict[str, Any]:
+    """The request as the task's JSON argument, each text cut to what the model can read."""
+    return {
+        "query": request.query,
+        "model": request.model,
+        "cache": request.use_cache,
+        "candidates": [{"id": c.id, "text": c.text[:max_chars]} for c in request.candidates],
+    }
+
+
+def parse_request(payload: object) -> RerankRequest:
+    """Validate a request as a worker receives it; raises RerankInputError naming what is wrong."""
+    if not isinstance(payload, Mapping):
+        raise RerankInputError(f"request must be an object, got {type(payload).__name__}")
+    query = payload.get("query")
+    if not isinstance(query, str) or not query.strip():
+        raise RerankInputError("'query' must be a non-empty string")
+    raw = payload.get("candidates")
+    if not isinstance(raw, list):
+        raise RerankInputError("'candidates' must be a list")
+    if not raw:
+        raise RerankInputError("'candidates' is empty: there is nothing to rerank")
+    candidates: list[Candidate] = []
+    for position, item in enumerate(raw):
+        if not isinstance(item, Mapping):
+            raise RerankInputError(f"candidate {position} must be an object")
+        doc_id, text = item.get("id"), item.get("text")
+        if not isinstance(doc_id, str) or not doc_id:
+            raise RerankInputError(f"candidate {position}: 'id' must be a non-empty string")
+        if not isinstance(text, str):
+            raise RerankInputError(f"candidate {position} ({doc_id}): 'text' must be a string")
+        if len(text) > MAX_CANDIDATE_CHARS:
+            raise RerankInputError(
+                f"candidate {position} ({doc_id}): text is {len(text):,} characters, over the limit of "
+                f"{MAX_CANDIDATE_CHARS:,}; send only what the model reads"
+            )
+        candidates.append(Candidate(doc_id, text))
+    model = payload.get("model")
+    if model is not None and not isinstance(model, str):
+        raise RerankInputError("'model' must be a string when given")
+    use_cache = payload.get("cache", True)
+    if not isinstance(use_cache, bool):
+        raise RerankInputError("'cache' must be true or false when given")
+    return RerankRequest(query, candidates, model, use_cache)
+
+
+def encode_reply(
+    model: str,
+    scores: Sequence[tuple[str, float]],
+    *,
+    cached: int = 0,
+    worker: str = "",
+    interpolation_weight: float | None = None,
+) -> dict[str, Any]:
+    return {
+        "model": model,
+        "scores": [{"id": doc_id, "score": score} for doc_id, score in scores],
+        "cached": cached,
+        "worker": worker,
+        "interpolation_weight": interpolation_weight,
+    }
+
+
+def encode_error(message: str, worker: str = "") -> dict[str, Any]:
+    return {"error": message, "worker": worker}
+
+
+def parse_reply(state: str, reply: object) -> RerankOutcome:
+    """A task's final state and result as an outcome; anything malformed is a failed outcome that says so."""
+    if state != "SUCCESS":
+        return RerankOutcome.failed(f"rerank task {state.lower()}: {reply!r}")
+    if not isinstance(reply, Mapping):
+        return RerankOutcome.failed(f"rerank worker replied {reply!r}")
+    if "error" in reply:
+        return RerankOutcome.failed(f"rerank worker refused the request: {reply['error']}")
+    raw = reply.get("scores")
+    if not isinstance(raw, list):
+        return RerankOutcome.failed(f"rerank reply has no 'scores' list: {reply!r:.200}")
+    scores: dict[str, float] = {}
+    for item in raw:
+        doc_id = item.get("id") if isinstance(item, Mapping) else None
+        score = item.get("score") if isinstance(item, Mapping) else None
+        if not isinstance(doc_id, str) or not _is_number(score):
+            return RerankOutcome.failed(f"rerank reply has a malformed score entry: {item!r:.200}")
+        scores[doc_id] = float(score)
+    weight = reply.get("interpolation_weight")
+    model = reply.get("model")
+    cached = reply.get("cached", 0)
+    return RerankOutcome(
+        scores,
+        model=model if isinstance(model, str) else None,
+        interpolation_weight=float(weight) if _is_number(weight) and 0.0 <= weight <= 1.0 else None,
+        cached=cached if isinstance(cached, int) else 0,
+    )
+
+
+def _is_number(value: object) -> TypeGuard[int | float]:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

@@ -1,0 +1,84 @@
+"""The rerank subsystem's settings group: what a worker (and the client that dispatches to it) reads from
+environment variables and an optional `.env` file. The connector's settings extend this group, so one set of
+variable names configures both sides. Build it at an entry point and pass plain values down
+(`hybrid_rerank.workers.factory`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from hybrid_rerank.workers.errors import ConfigurationError
+
+RerankBackendName = Literal["auto", "torch", "torch-bf16", "onnx", "onnx-int8"]
+# Shipped in the package (int8 ONNX, trained on SciFact): reranks offline. Production: a stronger model.
+DEFAULT_RERANK_MODEL = "scifact-minilm-l6-reranker-int8"
+
+
+class WorkerSettings(BaseSettings):
+    """Environment variable names are the field names in upper case (e.g. `RERANK_MODEL`)."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    redis_url: SecretStr | None = Field(None, description="Redis URL for Celery; unset -> rerank in-process")
+    data_dir: Path = Path("data")
+
+    # Cross-encoder. An empty RERANK_MODEL (or "none") turns reranking off.
+    rerank_model: str | None = DEFAULT_RERANK_MODEL
+    rerank_max_length: int = Field(
+        128, ge=16, description="the knee of `bench tradeoff` for the shipped model"
+    )
+    rerank_batch_size: int = Field(16, gt=0, description="most pairs in one model call")
+    rerank_token_budget: int = Field(
+        8192, ge=16, description="pairs sorted by length are packed up to this many padded tokens per call"
+    )
+    rerank_device: str | None = None
+    rerank_backend: RerankBackendName = "auto"
+    rerank_interpolation: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="rerank weight mixed with the first stage; unset: the model's tuned one (in its reply)",
+    )
+    rerank_max_passages: int = Field(
+        1, gt=0, description="above 1, long documents are split into passages and scored by the best one"
+    )
+    rerank_threads: int | None = Field(None, gt=0, description="torch threads per worker process")
+
+    # Celery dispatch (with REDIS_URL).
+    rerank_deadline_ms: int = Field(3000, gt=0, description="past it, search returns the first-stage order")
+    rerank_visibility_timeout_s: int = Field(600, gt=0, description="a task unacked this long is redelivered")
+    rerank_result_ttl_s: int = Field(3600, gt=0)
+    rerank_cache_ttl_s: int = Field(86400, ge=0, description="score cache in Redis; 0 turns it off")
+
+    # Never on by default: it runs Python code shipped with a model.
+    trust_remote_code: bool = False
+
+    @field_validator("rerank_model", mode="before")
+    @classmethod
+    def _empty_means_off(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lower() in {"", "none", "off"}:
+            return None
+        return value
+
+    @property
+    def uses_celery(self) -> bool:
+        return self.redis_url is not None
+
+
+def load_worker_settings(**overrides: object) -> WorkerSettings:
+    """Worker settings from the environment, with a readable error instead of a pydantic traceback."""
+    try:
+        return WorkerSettings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ConfigurationError(f"invalid settings: {settings_problems(exc)}") from exc
+
+
+def settings_problems(exc: ValidationError) -> str:
+    """`FIELD: message; ...`, named as the environment variables are."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']).upper() or 'settings'}: {err['msg']}" for err in exc.errors()
+    )
