@@ -18,9 +18,12 @@ CELERY = str(Path(sys.executable).with_name("celery"))
 class WorkerProcess:
     """One `celery worker` (a parent and its prefork children) in its own process group."""
 
-    def __init__(self, name: str, env: dict[str, str], log_dir: Path, concurrency: int = 1) -> None:
+    def __init__(
+        self, name: str, env: dict[str, str], log_dir: Path, concurrency: int = 1, cwd: Path | None = None
+    ) -> None:
         self.name = name
         self.env = env
+        self.cwd = cwd  # celery puts its working directory on sys.path, as a user's project folder is
         self.log = log_dir / f"{name}.log"
         self.concurrency = concurrency
         self.process: subprocess.Popen[bytes] | None = None
@@ -49,6 +52,7 @@ class WorkerProcess:
                     "--without-mingle",
                 ],
                 env=self.env,
+                cwd=self.cwd,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from hybrid_rerank.connector.cli.common import app, err, load, out, require_lab
 from hybrid_rerank.connector.progress import progress_bar
@@ -35,7 +33,8 @@ def bench_celery(
 ) -> None:
     """Rerank latency for the same candidates, in-process vs through Celery workers (p50/p95, overhead)."""
     require_lab()
-    from hybrid_rerank.connector.lab.bench import run_celery_bench
+    from hybrid_rerank.connector.lab.bench_celery import run_celery_bench
+    from hybrid_rerank.connector.lab.reports import write_report
 
     settings = load()
     with progress_bar(err, "queries", queries, unit="queries") as update:
@@ -48,33 +47,7 @@ def bench_celery(
             start_worker=start_worker,
             progress=update,
         )
-    if as_json:
-        print(json.dumps({k: v for k, v in report.items() if k != "samples_ms"}, indent=2))
-        return
-    table = Table(
-        title=f"rerank {depth} candidates x {queries} queries: {report['model']} ({report['machine']})"
-    )
-    for column in ("path", "p50 ms", "p95 ms", "mean ms"):
-        table.add_column(column)
-    for label, key in (("in-process", "in_process_ms"), ("Celery + Redis", "celery_ms")):
-        row = report[key]
-        table.add_row(label, f"{row['p50']:.1f}", f"{row['p95']:.1f}", f"{row['mean']:.1f}")
-    overhead, ratio = report["overhead_ms"], report["ratio"]
-    table.add_row(
-        "overhead",
-        f"{overhead['p50']:+.1f} (x{ratio['p50']:.2f})",
-        f"{overhead['p95']:+.1f} (x{ratio['p95']:.2f})",
-        f"{overhead['mean']:+.1f} (x{ratio['mean']:.2f})",
-    )
-    paired = report["paired_overhead_ms"]
-    table.add_row(
-        "per-query overhead",
-        f"{paired['p50']:+.1f}",
-        f"{paired['p95']:+.1f}",
-        f"{paired['mean']:+.1f}",
-    )
-    out.print(table)
-    out.print(f"report: {out_dir / 'bench-celery.json'}, chart: {out_dir / 'bench-celery.png'}")
+    write_report(report, out_dir, "bench-celery", out, as_json)
 
 
 @bench_app.command("rerank")
@@ -97,10 +70,10 @@ def bench_rerank(
     from hybrid_rerank.connector.lab.bench_rerank import (
         default_runner,
         default_variants,
-        plot_rerank_bench,
         run_rerank_bench,
         torch_model_for_bench,
     )
+    from hybrid_rerank.connector.lab.reports import write_report
     from hybrid_rerank.workers.runtime.runners import bf16_available
 
     settings = load()
@@ -113,46 +86,14 @@ def bench_rerank(
         settings,
         dataset,
         chosen,
+        trained_model=trained,
         n_queries=None if full else queries,
         depth=depth,
         quality_depth=quality_depth,
         variants=variants,
         log=say,
     )
-    report["trained_model"] = trained
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "bench-rerank.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
-    plot_rerank_bench(report, out_dir / "bench-rerank.png")
-    if as_json:
-        print(json.dumps(report, indent=2))
-        return
-    table = Table(
-        title=f"rerank: {report['pairs']} pairs ({report['queries']} queries x {depth}), {report['machine']}"
-    )
-    for column in (
-        "variant",
-        "pairs/s",
-        "vs baseline",
-        "p50 ms",
-        "p95 ms",
-        "peak RSS MiB",
-        "nDCG@10",
-        "interp.",
-    ):
-        table.add_column(column)
-    for row in report["results"]:
-        table.add_row(
-            row["name"],
-            f"{row['pairs_per_s']:.1f}",
-            f"x{row['speedup']:.2f}",
-            f"{row['latency_ms']['p50']:.0f}",
-            f"{row['latency_ms']['p95']:.0f}",
-            f"{row['peak_rss_mib']:.0f}",
-            f"{row['ndcg@10']['rerank']:.4f} ({row['ndcg_delta']:+.4f})",
-            f"{row['ndcg@10']['interpolated']:.4f}",
-        )
-    out.print(table)
-    out.print(f"report: {out_dir / 'bench-rerank.json'}, chart: {out_dir / 'bench-rerank.png'}")
+    write_report(report, out_dir, "bench-rerank", out, as_json)
 
 
 @bench_app.command("embed")
@@ -170,38 +111,18 @@ def bench_embed(
 ) -> None:
     """Index-time embedding docs/s: plain SentenceTransformer.encode against our embedder's backends."""
     require_lab()
-    from hybrid_rerank.connector.lab.bench_embed import plot_embed_bench, run_embed_bench
+    from hybrid_rerank.connector.lab.bench_embed import run_embed_bench
+    from hybrid_rerank.connector.lab.reports import write_report
 
-    settings = load()
     report = run_embed_bench(
-        settings,
+        load(),
         dataset,
         n_docs=docs,
         full=full,
         backends=backends.split(",") if backends else None,
         log=lambda m: err.print(m, highlight=False),
     )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "bench-embed.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
-    plot_embed_bench(report, out_dir / "bench-embed.png")
-    if as_json:
-        print(json.dumps(report, indent=2))
-        return
-    table = Table(title=f"embedding {report['documents']} documents ({report['model']}), {report['machine']}")
-    for column in ("variant", "docs/s", "vs baseline", "peak RSS MiB", "cosine to baseline", "dense nDCG@10"):
-        table.add_column(column)
-    for row in report["results"]:
-        cosine = row["cosine_to_baseline"]
-        table.add_row(
-            row["name"],
-            f"{row['docs_per_s']:.1f}",
-            f"x{row['speedup']:.2f}",
-            f"{row['peak_rss_mib']:.0f}",
-            f"mean {cosine['mean']:.4f}, min {cosine['min']:.4f}",
-            f"{row['dense_ndcg@10']:.4f}" if "dense_ndcg@10" in row else "--full",
-        )
-    out.print(table)
-    out.print(f"report: {out_dir / 'bench-embed.json'}, chart: {out_dir / 'bench-embed.png'}")
+    write_report(report, out_dir, "bench-embed", out, as_json)
 
 
 @bench_app.command("search")
@@ -214,25 +135,11 @@ def bench_search(
     """First-stage per-stage p50/p95 on the embedded backend and (with OPENSEARCH_URL) on OpenSearch, hybrid
     recall against BM25-only on the same index."""
     require_lab()
-    from hybrid_rerank.connector.lab.bench_stack import plot_search_bench, run_search_bench
+    from hybrid_rerank.connector.lab.bench_stack import run_search_bench
+    from hybrid_rerank.connector.lab.reports import write_report
 
     report = run_search_bench(load(), dataset, n_queries=queries, log=lambda m: err.print(m, highlight=False))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "bench-search.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
-    plot_search_bench(report, out_dir / "bench-search.png")
-    if as_json:
-        print(json.dumps(report, indent=2))
-        return
-    table = Table(title=f"first stage per stage, ms ({report['machine']})")
-    for column in ("backend", "stage", "p50", "p95"):
-        table.add_column(column)
-    for backend, stages in report["backends"].items():
-        for stage in ("embed_query", "bm25_only", "bm25", "knn", "fusion", "hybrid_recall"):
-            if stage in stages:
-                table.add_row(backend, stage, f"{stages[stage]['p50']:.2f}", f"{stages[stage]['p95']:.2f}")
-        ratio = stages["hybrid_vs_bm25_only"]
-        table.add_row(backend, "hybrid / BM25-only", f"x{ratio['p50']:.2f}", f"x{ratio['p95']:.2f}")
-    out.print(table)
+    write_report(report, out_dir, "bench-search", out, as_json)
 
 
 @bench_app.command("index")
@@ -245,22 +152,13 @@ def bench_index(
 ) -> None:
     """OpenSearch bulk docs/s, our backend against raw opensearch-py streaming_bulk (embedding excluded)."""
     require_lab()
-    from hybrid_rerank.connector.lab.bench_stack import plot_index_bench, run_index_bench
+    from hybrid_rerank.connector.lab.bench_stack import run_index_bench
+    from hybrid_rerank.connector.lab.reports import write_report
 
     report = run_index_bench(
         load(), dataset, n_docs=docs, rounds=rounds, log=lambda m: err.print(m, highlight=False)
     )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "bench-index.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
-    plot_index_bench(report, out_dir / "bench-index.png")
-    if as_json:
-        print(json.dumps(report, indent=2))
-        return
-    out.print(
-        f"{report['documents']} documents: ours {report['ours_docs_per_s']:.0f} docs/s, raw streaming_bulk "
-        f"{report['raw_streaming_bulk_docs_per_s']:.0f} docs/s (ours x{report['ratio']:.2f})",
-        highlight=False,
-    )
+    write_report(report, out_dir, "bench-index", out, as_json)
 
 
 @bench_app.command("tradeoff")
@@ -277,7 +175,8 @@ def bench_tradeoff(
 ) -> None:
     """nDCG@10 against rerank milliseconds per query for each rerank depth and max_length, plotted."""
     require_lab()
-    from hybrid_rerank.connector.lab.bench_rerank import plot_tradeoff, run_tradeoff
+    from hybrid_rerank.connector.lab.bench_tradeoff import run_tradeoff
+    from hybrid_rerank.connector.lab.reports import write_report
 
     settings = load()
     report = run_tradeoff(
@@ -290,27 +189,4 @@ def bench_tradeoff(
         backend=backend or settings.rerank_backend,
         log=lambda m: err.print(m, highlight=False),
     )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "bench-tradeoff.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
-    plot_tradeoff(report, out_dir / "bench-tradeoff.png")
-    if as_json:
-        print(json.dumps(report, indent=2))
-        return
-    table = Table(
-        title=f"rerank trade-off, {report['queries']} queries, {report['backend']}, {report['machine']}"
-    )
-    for column in ("max_length", "depth", "ms/query", "p95 ms", "nDCG@10 rerank", "nDCG@10 interpolated"):
-        table.add_column(column)
-    for p in report["points"]:
-        table.add_row(
-            str(p["max_length"]),
-            str(p["depth"]),
-            f"{p['ms_per_query']:.0f}",
-            f"{p['p95_ms']:.0f}",
-            f"{p['ndcg@10']['rerank']:.4f}",
-            f"{p['ndcg@10']['interpolated']:.4f}",
-        )
-    out.print(table)
-    out.print(
-        f"first stage nDCG@10 {report['first_stage_ndcg@10']:.4f}; chart: {out_dir / 'bench-tradeoff.png'}"
-    )
+    write_report(report, out_dir, "bench-tradeoff", out, as_json)

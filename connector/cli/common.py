@@ -45,12 +45,19 @@ TRAINING_MODULES = ("datasets", "accelerate")
 def require_lab(*modules: str) -> None:
     """Raise a clear error naming the extra to install when the lab's dependencies are missing, before a
     long run finds out at its end."""
-    missing = [m for m in (*LAB_MODULES, *modules) if importlib.util.find_spec(m) is None]
+    missing = [m for m in (*LAB_MODULES, *modules) if not _installed(m)]
     if missing:
         raise ConnectorError(
             f"this command needs the lab extra ({', '.join(missing)} not installed): "
             "pip install 'hybrid-rerank[lab]'"
         )
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:  # a broken or blocked package is as good as missing
+        return False
 
 
 @contextlib.contextmanager

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from hybrid_rerank.connector.cli.common import app, err, load, out, require_lab, staged_progress
 
@@ -31,7 +29,8 @@ def evaluate(
 ) -> None:
     """nDCG@10, MRR@10, Recall@100 and hit rate for BM25, dense, each hybrid fusion and hybrid + rerank."""
     require_lab()
-    from hybrid_rerank.connector.lab.evaluation import plot_report, run_eval
+    from hybrid_rerank.connector.lab.evaluation import run_eval
+    from hybrid_rerank.connector.lab.reports import write_report
 
     settings = load()
     with staged_progress() as progress:
@@ -43,34 +42,13 @@ def evaluate(
             max_queries=max_queries,
             progress=progress,
         )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"eval-{dataset.name}-{split}"
-    (out_dir / f"{stem}.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
-    plot_report(report, out_dir / f"{stem}.png")
+    write_report(report, out_dir, f"eval-{dataset.name}-{split}", out, as_json)
     if as_json:
-        print(json.dumps(report, indent=2))
         return
-    table = Table(
-        title=f"{dataset.name} {split}: {report['queries']} queries, {report['documents']} documents, "
-        f"{report['backend']} backend"
-    )
-    columns = ["ndcg@10", "mrr@10", "recall@100", "hit@1", "hit@10"]
-    table.add_column("system")
-    for column in columns:
-        table.add_column(column, justify="right")
-    for name, metrics in report["systems"].items():
-        table.add_row(name, *(f"{metrics[c]:.4f}" for c in columns))
-    out.print(table)
-    if report["rerank_model"] is None:
-        why = report["rerank_skipped"] or "RERANK_MODEL is off"
+    if report.rerank_model is None:
+        why = report.rerank_skipped or "RERANK_MODEL is off"
         out.print(f"[yellow]no reranked system:[/] {why}", highlight=False)
-    for failure in report["rerank_failures"][:5]:
+    for failure in report.rerank_failures[:5]:
         err.print(f"[yellow]not reranked[/] {failure}", highlight=False)
-    if report["rerank_failures"]:
-        err.print(f"{len(report['rerank_failures'])} queries kept their first-stage order", highlight=False)
-    cache = "cached" if report["embedding_cache_hit"] else "computed"
-    out.print(
-        f"report: {out_dir / (stem + '.json')}, chart: {out_dir / (stem + '.png')} "
-        f"({report['seconds']:.0f}s; corpus embeddings {cache})",
-        highlight=False,
-    )
+    if report.rerank_failures:
+        err.print(f"{len(report.rerank_failures)} queries kept their first-stage order", highlight=False)

@@ -79,7 +79,7 @@ def tune_reranker_command(
     """Tune the rerank/first-stage interpolation weight again for the current RERANK_* settings, on the
     training split's held-out dev queries (never test), and store it in the model folder."""
     require_lab()
-    from hybrid_rerank.connector.lab.training import retune_interpolation
+    from hybrid_rerank.connector.lab.tuning import retune_interpolation
 
     if split == "test":
         raise typer.BadParameter("tuning on the test split would make every test figure meaningless")

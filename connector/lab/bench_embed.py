@@ -7,16 +7,18 @@ the dense leg's nDCG@10 on the test split (the whole corpus embedded by each var
 
 from __future__ import annotations
 
-import resource
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.table import Table
 
-from hybrid_rerank.connector.lab.bench import in_fresh_process, machine
+from hybrid_rerank.connector.lab.bench import in_fresh_process, machine, peak_rss_mib
 from hybrid_rerank.connector.lab.evaluation import evaluate_run, load_beir
+from hybrid_rerank.connector.lab.reports import Report, name_column, number_columns
 from hybrid_rerank.connector.settings import Settings
 from hybrid_rerank.workers.runtime.models import resolve_model
 
@@ -62,8 +64,91 @@ def embed_once(backend: str, settings: Settings, texts: Sequence[str]) -> dict[s
     return {
         "seconds": seconds,
         "vectors": vectors,
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        "peak_rss_mib": peak_rss_mib(),
     }
+
+
+@dataclass(frozen=True)
+class EmbedRow:
+    name: str
+    backend: str
+    docs_per_s: float
+    seconds: float
+    peak_rss_mib: float
+    cosine_to_baseline: dict[str, float]  # "mean" and "min" over the documents
+    dense_ndcg: float | None  # with --full only
+    speedup: float  # against the first (baseline) row
+
+    def to_json(self) -> dict[str, Any]:
+        row: dict[str, Any] = {
+            "name": self.name,
+            "backend": self.backend,
+            "docs_per_s": self.docs_per_s,
+            "seconds": self.seconds,
+            "peak_rss_mib": self.peak_rss_mib,
+            "cosine_to_baseline": self.cosine_to_baseline,
+        }
+        if self.dense_ndcg is not None:
+            row["dense_ndcg@10"] = self.dense_ndcg
+        row["speedup"] = self.speedup
+        return row
+
+
+@dataclass(frozen=True)
+class EmbedBenchReport(Report):
+    machine: str
+    model: str
+    dataset: str
+    documents: int
+    mean_chars: float
+    results: tuple[EmbedRow, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "benchmark": "embed",
+            "machine": self.machine,
+            "model": self.model,
+            "dataset": self.dataset,
+            "documents": self.documents,
+            "mean_chars": self.mean_chars,
+            "results": [row.to_json() for row in self.results],
+        }
+
+    def table(self) -> Table:
+        table = Table(title=f"embedding {self.documents} documents ({self.model}), {self.machine}")
+        name_column(table, "variant", (row.name for row in self.results))
+        number_columns(table, "docs/s", "vs baseline", "peak RSS MiB", "cosine to baseline", "dense nDCG@10")
+        for row in self.results:
+            cosine = row.cosine_to_baseline
+            table.add_row(
+                row.name,
+                f"{row.docs_per_s:.1f}",
+                f"x{row.speedup:.2f}",
+                f"{row.peak_rss_mib:.0f}",
+                f"mean {cosine['mean']:.4f}, min {cosine['min']:.4f}",
+                "--full" if row.dense_ndcg is None else f"{row.dense_ndcg:.4f}",
+            )
+        return table
+
+    def plot(self, path: Path) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        rows = self.results
+        names = [r.name.replace("ours ", "").replace(" SentenceTransformer.encode", "") for r in rows]
+        fig, ax = plt.subplots(figsize=(7, 4))
+        x = np.arange(len(rows))
+        ax.bar(x, [r.docs_per_s for r in rows], color=["grey"] + ["tab:green"] * (len(rows) - 1))
+        for xi, r in zip(x, rows, strict=True):
+            ax.text(float(xi), r.docs_per_s, f"x{r.speedup:.2f}", ha="center", va="bottom", fontsize=8)
+        ax.set_xticks(x, names, rotation=20, ha="right", fontsize=8)
+        ax.set_ylabel("documents / s")
+        ax.set_title(f"Embedding {self.documents} documents ({self.machine})", fontsize=9)
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
 
 
 def run_embed_bench(
@@ -74,12 +159,12 @@ def run_embed_bench(
     full: bool,
     backends: Sequence[str] | None = None,
     log: Callable[[str], None] = print,
-) -> dict[str, Any]:
+) -> EmbedBenchReport:
     benchmark = load_beir(folder, "test")
     documents = benchmark.documents if full or not n_docs else benchmark.documents[:n_docs]
     texts = [d.full_text for d in documents]
     chosen = [(name, b) for name, b in VARIANTS if backends is None or b in backends or b == BASELINE]
-    results: list[dict[str, Any]] = []
+    results: list[EmbedRow] = []
     baseline_vectors: np.ndarray | None = None
     query_ids = sorted(benchmark.queries)
     for name, backend in chosen:
@@ -89,32 +174,32 @@ def run_embed_bench(
         if baseline_vectors is None:
             baseline_vectors = vectors
         cosines = np.sum(vectors * baseline_vectors, axis=1)
-        row: dict[str, Any] = {
-            "name": name,
-            "backend": backend,
-            "docs_per_s": len(texts) / measured["seconds"],
-            "seconds": measured["seconds"],
-            "peak_rss_mib": measured["peak_rss_mib"],
-            "cosine_to_baseline": {"mean": float(cosines.mean()), "min": float(cosines.min())},
-        }
+        ndcg = None
         if full:
             query_texts = [benchmark.queries[q] for q in query_ids]
             queries = in_fresh_process(embed_once, backend, settings, query_texts)
-            row["dense_ndcg@10"] = dense_ndcg(
-                documents, query_ids, queries["vectors"], vectors, benchmark.qrels
+            ndcg = dense_ndcg(documents, query_ids, queries["vectors"], vectors, benchmark.qrels)
+        docs_per_s = len(texts) / measured["seconds"]
+        results.append(
+            EmbedRow(
+                name=name,
+                backend=backend,
+                docs_per_s=docs_per_s,
+                seconds=measured["seconds"],
+                peak_rss_mib=measured["peak_rss_mib"],
+                cosine_to_baseline={"mean": float(cosines.mean()), "min": float(cosines.min())},
+                dense_ndcg=ndcg,
+                speedup=docs_per_s / results[0].docs_per_s if results else 1.0,
             )
-        results.append(row)
-    for row in results:
-        row["speedup"] = row["docs_per_s"] / results[0]["docs_per_s"]
-    return {
-        "benchmark": "embed",
-        "machine": machine(),
-        "model": settings.embedding_model,
-        "dataset": str(folder),
-        "documents": len(texts),
-        "mean_chars": float(np.mean([len(t) for t in texts])) if texts else 0.0,
-        "results": results,
-    }
+        )
+    return EmbedBenchReport(
+        machine=machine(),
+        model=settings.embedding_model,
+        dataset=str(folder),
+        documents=len(texts),
+        mean_chars=float(np.mean([len(t) for t in texts])) if texts else 0.0,
+        results=tuple(results),
+    )
 
 
 def dense_ndcg(
@@ -129,24 +214,3 @@ def dense_ndcg(
     top = np.argsort(-(query_vectors @ doc_vectors.T), axis=1)[:, :100]
     run = {q: [ids[j] for j in row] for q, row in zip(query_ids, top, strict=True)}
     return evaluate_run(run, qrels)["ndcg@10"]
-
-
-def plot_embed_bench(report: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = report["results"]
-    names = [r["name"].replace("ours ", "").replace(" SentenceTransformer.encode", "") for r in rows]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    x = np.arange(len(rows))
-    ax.bar(x, [r["docs_per_s"] for r in rows], color=["grey"] + ["tab:green"] * (len(rows) - 1))
-    for xi, r in zip(x, rows, strict=True):
-        ax.text(float(xi), r["docs_per_s"], f"x{r['speedup']:.2f}", ha="center", va="bottom", fontsize=8)
-    ax.set_xticks(x, names, rotation=20, ha="right", fontsize=8)
-    ax.set_ylabel("documents / s")
-    ax.set_title(f"Embedding {report['documents']} documents ({report['machine']})", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)

@@ -1,5 +1,5 @@
-"""`hybrid-rerank bench rerank` and `bench tradeoff`: the reranking core against the plain
-sentence-transformers baseline on the same pairs, in one run.
+"""`hybrid-rerank bench rerank`: the reranking core against the plain sentence-transformers baseline on the
+same pairs, in one run (`bench tradeoff`, in bench_tradeoff, reuses its workload and measurement).
 
 Workload: BEIR test queries, each with its hybrid top-`depth` candidates from the evaluation index (the same
 recall `eval` uses). Every variant scores exactly these (query, document) pairs. Each variant runs in a fresh
@@ -12,19 +12,19 @@ for the rerank order alone and interpolated with the first stage at the model's 
 
 from __future__ import annotations
 
-import resource
-import statistics
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.table import Table
 
 from hybrid_rerank.connector.factory import search_options
-from hybrid_rerank.connector.lab.bench import in_fresh_process, latency_summary, machine
+from hybrid_rerank.connector.lab.bench import in_fresh_process, latency_summary, machine, peak_rss_mib
 from hybrid_rerank.connector.lab.evaluation import evaluate_run, hybrid_rankings, prepare_benchmark
+from hybrid_rerank.connector.lab.reports import Report, name_column, number_columns
 from hybrid_rerank.connector.settings import Settings
 from hybrid_rerank.connector.stages import rerank_order, rerank_weight
 from hybrid_rerank.workers.runtime.models import interpolation_weight, resolve_model
@@ -152,12 +152,11 @@ def measure(variant: Variant, model: str, workload: Workload, settings: Settings
         values = score(query, texts)
         latencies.append((time.perf_counter() - started) * 1000.0)
         scores.append(values.tolist())
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {
         "description": description,
         "latency_ms": latencies,
         "scores": scores,
-        "peak_rss_mib": peak_kib / 1024.0,
+        "peak_rss_mib": peak_rss_mib(),
     }
 
 
@@ -187,16 +186,19 @@ def run_rerank_bench(
     folder: Path,
     model: str,
     *,
+    trained_model: bool,
     n_queries: int | None,
     depth: int,
     quality_depth: int,
     variants: Sequence[Variant],
     progress: Callable[..., None] | None = None,
     log: Callable[[str], None] = print,
-) -> dict[str, Any]:
+) -> RerankBenchReport:
+    """`trained_model`: False when `model` is the untrained stand-in of `torch_model_for_bench`. The first
+    variant is the baseline the others are compared with."""
     workload = build_workload(settings, folder, n_queries, depth, progress)
     weight = tuned_weight(settings, model)
-    results: list[dict[str, Any]] = []
+    rows: list[RerankRow] = []
     reference: np.ndarray | None = None
     for variant in variants:
         log(f"measuring {variant.name} on {workload.pairs} pairs")
@@ -204,146 +206,148 @@ def run_rerank_bench(
         total_s = sum(measured["latency_ms"]) / 1000.0
         flat = np.array([v for per_query in measured["scores"] for v in per_query])
         reference = flat if reference is None else reference
-        results.append(
-            {
-                **asdict(variant),
-                "description": measured["description"],
-                "pairs_per_s": workload.pairs / total_s,
-                "latency_ms": latency_summary(measured["latency_ms"]),
-                "peak_rss_mib": measured["peak_rss_mib"],
-                "ndcg@10": rerank_quality(workload, measured["scores"], quality_depth, weight),
-                "max_score_diff": float(np.abs(flat - reference).max()) if flat.size else 0.0,
-                "score_correlation": float(np.corrcoef(flat, reference)[0, 1]) if flat.size > 1 else 1.0,
-            }
+        pairs_per_s = workload.pairs / total_s
+        ndcg = rerank_quality(workload, measured["scores"], quality_depth, weight)
+        baseline = rows[0] if rows else None
+        rows.append(
+            RerankRow(
+                variant=variant,
+                description=measured["description"],
+                pairs_per_s=pairs_per_s,
+                latency_ms=latency_summary(measured["latency_ms"]),
+                peak_rss_mib=measured["peak_rss_mib"],
+                ndcg=ndcg,
+                max_score_diff=float(np.abs(flat - reference).max()) if flat.size else 0.0,
+                score_correlation=float(np.corrcoef(flat, reference)[0, 1]) if flat.size > 1 else 1.0,
+                speedup=pairs_per_s / baseline.pairs_per_s if baseline is not None else 1.0,
+                ndcg_delta=ndcg["rerank"] - baseline.ndcg["rerank"] if baseline is not None else 0.0,
+            )
         )
-    baseline = results[0]
-    for row in results:
-        row["speedup"] = row["pairs_per_s"] / baseline["pairs_per_s"]
-        row["ndcg_delta"] = row["ndcg@10"]["rerank"] - baseline["ndcg@10"]["rerank"]
-    return {
-        "benchmark": "rerank",
-        "machine": machine(),
-        "model": model,
-        "dataset": str(folder),
-        "queries": len(workload.queries),
-        "candidates_per_query": depth,
-        "pairs": workload.pairs,
-        "quality_depth": quality_depth,
-        "interpolation_weight": weight,
-        "results": results,
-    }
-
-
-def run_tradeoff(
-    settings: Settings,
-    folder: Path,
-    model: str,
-    *,
-    n_queries: int | None,
-    depths: Sequence[int],
-    max_lengths: Sequence[int],
-    backend: str,
-    progress: Callable[..., None] | None = None,
-    log: Callable[[str], None] = print,
-) -> dict[str, Any]:
-    """nDCG@10 against ms per query for each (max_length, rerank depth): each depth is timed in its own call,
-    the quality comes from the deepest call's scores (the scores of a pair do not depend on its batch)."""
-    deepest = max(depths)
-    workload = build_workload(settings, folder, n_queries, deepest, progress)
-    weight = tuned_weight(settings, model)
-    points: list[dict[str, Any]] = []
-    for max_length in max_lengths:
-        for depth in sorted(depths):
-            log(f"max_length {max_length}, depth {depth}")
-            cut = Workload(
-                workload.query_ids, workload.queries, [c[:depth] for c in workload.candidates], workload.qrels
-            )
-            measured = measure_in_fresh_process(
-                Variant(f"{backend}", backend, max_length), model, cut, settings
-            )
-            quality = rerank_quality(cut, measured["scores"], depth, weight)
-            points.append(
-                {
-                    "max_length": max_length,
-                    "depth": depth,
-                    "ms_per_query": statistics.fmean(measured["latency_ms"]),
-                    "p95_ms": latency_summary(measured["latency_ms"])["p95"],
-                    "ndcg@10": quality,
-                }
-            )
-    first = rerank_quality(workload, [[0.0] * len(c) for c in workload.candidates], 0, weight)["first_stage"]
-    return {
-        "benchmark": "tradeoff",
-        "machine": machine(),
-        "model": model,
-        "backend": backend,
-        "dataset": str(folder),
-        "queries": len(workload.queries),
-        "interpolation_weight": weight,
-        "first_stage_ndcg@10": first,
-        "points": points,
-    }
-
-
-def plot_rerank_bench(report: Mapping[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = report["results"]
-    names = [r["name"].replace("ours ", "").replace(" CrossEncoder.predict", "") for r in rows]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2))
-    x = np.arange(len(rows))
-    left.bar(x, [r["pairs_per_s"] for r in rows], color=["grey"] + ["tab:blue"] * (len(rows) - 1))
-    for xi, r in zip(x, rows, strict=True):
-        left.text(xi, r["pairs_per_s"], f"x{r['speedup']:.2f}", ha="center", va="bottom", fontsize=8)
-    left.set_xticks(x, names, rotation=25, ha="right", fontsize=8)
-    left.set_ylabel("pairs / s")
-    left.set_title(f"{report['pairs']} pairs, {report['candidates_per_query']} per query")
-    right.bar(x - 0.2, [r["ndcg@10"]["rerank"] for r in rows], 0.4, label="rerank order")
-    right.bar(x + 0.2, [r["ndcg@10"]["interpolated"] for r in rows], 0.4, label="interpolated")
-    right.axhline(rows[0]["ndcg@10"]["first_stage"], color="black", lw=1, ls="--", label="first stage")
-    right.set_xticks(x, names, rotation=25, ha="right", fontsize=8)
-    right.set_ylabel(f"nDCG@10 (rerank top {report['quality_depth']})")
-    right.set_ylim(0, 1)
-    right.legend(fontsize=8, loc="lower right")
-    fig.suptitle(
-        f"Rerank speed and quality: {report['queries']} test queries of {Path(report['dataset']).name}, "
-        f"{report['machine']}",
-        fontsize=10,
+    return RerankBenchReport(
+        machine=machine(),
+        model=model,
+        dataset=str(folder),
+        queries=len(workload.queries),
+        candidates_per_query=depth,
+        pairs=workload.pairs,
+        quality_depth=quality_depth,
+        interpolation_weight=weight,
+        results=tuple(rows),
+        trained_model=trained_model,
     )
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
-def plot_tradeoff(report: Mapping[str, Any], path: Path) -> None:
-    import matplotlib
+@dataclass(frozen=True)
+class RerankRow:
+    """One variant's figures; speedup and ndcg_delta are against the first (baseline) row."""
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    variant: Variant
+    description: str
+    pairs_per_s: float
+    latency_ms: dict[str, float]  # latency_summary of the per-query calls
+    peak_rss_mib: float
+    ndcg: dict[str, float]  # nDCG@10 of "rerank", "interpolated" and "first_stage"
+    max_score_diff: float  # against the baseline's scores for the same pairs
+    score_correlation: float
+    speedup: float
+    ndcg_delta: float
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for max_length in sorted({p["max_length"] for p in report["points"]}):
-        line = [p for p in report["points"] if p["max_length"] == max_length]
-        xs = [p["ms_per_query"] for p in line]
-        ys = [p["ndcg@10"]["interpolated"] for p in line]
-        ax.plot(xs, ys, marker="o", label=f"max_length {max_length}")
-        for p, xv, yv in zip(line, xs, ys, strict=True):
-            ax.annotate(f"@{p['depth']}", (xv, yv), textcoords="offset points", xytext=(3, 3), fontsize=7)
-    ax.axhline(report["first_stage_ndcg@10"], color="black", lw=1, ls="--", label="first stage (hybrid)")
-    ax.set_xscale("log")
-    ax.set_xlabel(f"rerank ms per query ({report['backend']}, mean)")
-    ax.set_ylabel("nDCG@10")
-    ax.set_title(
-        f"Rerank depth and max_length ({report['queries']} queries, {report['machine']})", fontsize=9
-    )
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **asdict(self.variant),
+            "description": self.description,
+            "pairs_per_s": self.pairs_per_s,
+            "latency_ms": self.latency_ms,
+            "peak_rss_mib": self.peak_rss_mib,
+            "ndcg@10": self.ndcg,
+            "max_score_diff": self.max_score_diff,
+            "score_correlation": self.score_correlation,
+            "speedup": self.speedup,
+            "ndcg_delta": self.ndcg_delta,
+        }
+
+
+@dataclass(frozen=True)
+class RerankBenchReport(Report):
+    machine: str
+    model: str
+    dataset: str
+    queries: int
+    candidates_per_query: int
+    pairs: int
+    quality_depth: int
+    interpolation_weight: float
+    results: tuple[RerankRow, ...]
+    trained_model: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "benchmark": "rerank",
+            "machine": self.machine,
+            "model": self.model,
+            "dataset": self.dataset,
+            "queries": self.queries,
+            "candidates_per_query": self.candidates_per_query,
+            "pairs": self.pairs,
+            "quality_depth": self.quality_depth,
+            "interpolation_weight": self.interpolation_weight,
+            "results": [row.to_json() for row in self.results],
+            "trained_model": self.trained_model,
+        }
+
+    def table(self) -> Table:
+        table = Table(
+            title=f"rerank: {self.pairs} pairs ({self.queries} queries x {self.candidates_per_query}), "
+            f"{self.machine}"
+        )
+        name_column(table, "variant", (row.variant.name for row in self.results))
+        number_columns(
+            table, "pairs/s", "vs baseline", "p50 ms", "p95 ms", "peak RSS MiB", "nDCG@10", "interp."
+        )
+        for row in self.results:
+            table.add_row(
+                row.variant.name,
+                f"{row.pairs_per_s:.1f}",
+                f"x{row.speedup:.2f}",
+                f"{row.latency_ms['p50']:.0f}",
+                f"{row.latency_ms['p95']:.0f}",
+                f"{row.peak_rss_mib:.0f}",
+                f"{row.ndcg['rerank']:.4f} ({row.ndcg_delta:+.4f})",
+                f"{row.ndcg['interpolated']:.4f}",
+            )
+        return table
+
+    def plot(self, path: Path) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        rows = self.results
+        names = [r.variant.name.replace("ours ", "").replace(" CrossEncoder.predict", "") for r in rows]
+        fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2))
+        x = np.arange(len(rows))
+        left.bar(x, [r.pairs_per_s for r in rows], color=["grey"] + ["tab:blue"] * (len(rows) - 1))
+        for xi, r in zip(x, rows, strict=True):
+            left.text(xi, r.pairs_per_s, f"x{r.speedup:.2f}", ha="center", va="bottom", fontsize=8)
+        left.set_xticks(x, names, rotation=25, ha="right", fontsize=8)
+        left.set_ylabel("pairs / s")
+        left.set_title(f"{self.pairs} pairs, {self.candidates_per_query} per query")
+        right.bar(x - 0.2, [r.ndcg["rerank"] for r in rows], 0.4, label="rerank order")
+        right.bar(x + 0.2, [r.ndcg["interpolated"] for r in rows], 0.4, label="interpolated")
+        right.axhline(rows[0].ndcg["first_stage"], color="black", lw=1, ls="--", label="first stage")
+        right.set_xticks(x, names, rotation=25, ha="right", fontsize=8)
+        right.set_ylabel(f"nDCG@10 (rerank top {self.quality_depth})")
+        right.set_ylim(0, 1)
+        right.legend(fontsize=8, loc="lower right")
+        fig.suptitle(
+            f"Rerank speed and quality: {self.queries} test queries of {Path(self.dataset).name}, "
+            f"{self.machine}",
+            fontsize=10,
+        )
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
 
 
 def torch_model_for_bench(

@@ -14,39 +14,180 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from rich.table import Table
 
 from hybrid_rerank.connector.errors import ConfigurationError
 from hybrid_rerank.connector.fusion import fuse
 from hybrid_rerank.connector.lab.bench import latency_summary, machine
 from hybrid_rerank.connector.lab.evaluation import cached_embeddings, load_beir, prepare_benchmark
+from hybrid_rerank.connector.lab.reports import Report, name_column, number_columns
 from hybrid_rerank.connector.settings import Settings
+
+STAGES = ("embed_query", "bm25_only", "bm25", "knn", "fusion", "hybrid_recall")
+
+
+@dataclass(frozen=True)
+class SearchTimings:
+    """One backend's per-stage latency_summary (ms), in STAGES order, and hybrid over BM25-only."""
+
+    queries: int
+    recall_depth: int
+    stages: dict[str, dict[str, float]]
+    hybrid_vs_bm25_only: dict[str, float]  # p50 and p95 ratios
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "queries": self.queries,
+            "recall_depth": self.recall_depth,
+            **self.stages,
+            "hybrid_vs_bm25_only": self.hybrid_vs_bm25_only,
+        }
+
+
+@dataclass(frozen=True)
+class SearchBenchReport(Report):
+    machine: str
+    dataset: str
+    backends: dict[str, SearchTimings]  # "embedded", and "opensearch" with OPENSEARCH_URL
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "benchmark": "search",
+            "machine": self.machine,
+            "dataset": self.dataset,
+            "backends": {name: timings.to_json() for name, timings in self.backends.items()},
+        }
+
+    def table(self) -> Table:
+        table = Table(title=f"first stage per stage, ms ({self.machine})")
+        name_column(table, "backend", self.backends)
+        name_column(table, "stage", (*STAGES, "hybrid / BM25-only"))
+        number_columns(table, "p50", "p95")
+        for backend, timings in self.backends.items():
+            for stage, summary in timings.stages.items():
+                table.add_row(backend, stage, f"{summary['p50']:.2f}", f"{summary['p95']:.2f}")
+            ratio = timings.hybrid_vs_bm25_only
+            table.add_row(backend, "hybrid / BM25-only", f"x{ratio['p50']:.2f}", f"x{ratio['p95']:.2f}")
+        return table
+
+    def plot(self, path: Path) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        import numpy as np
+
+        fig, ax = plt.subplots(figsize=(8, 4))
+        x = np.arange(len(STAGES))
+        width = 0.8 / max(len(self.backends), 1)
+        for i, (name, timings) in enumerate(self.backends.items()):
+            values = [timings.stages.get(s, {}).get("p50", 0.0) for s in STAGES]
+            errors = [
+                timings.stages.get(s, {}).get("p95", 0.0) - v for s, v in zip(STAGES, values, strict=True)
+            ]
+            ax.bar(
+                x + i * width,
+                values,
+                width,
+                yerr=[[0] * len(values), errors],
+                capsize=3,
+                label=f"{name} (p50, p95)",
+            )
+        ax.set_xticks(x + width * (len(self.backends) - 1) / 2, STAGES, rotation=15)
+        ax.set_ylabel("ms")
+        ax.set_title(f"First stage per stage ({self.machine})", fontsize=9)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+
+
+@dataclass(frozen=True)
+class IndexBenchReport(Report):
+    machine: str
+    dataset: str
+    documents: int
+    rounds: int
+    ours_seconds: tuple[float, ...]  # one per round; the best counts
+    raw_seconds: tuple[float, ...]
+
+    @property
+    def ours_docs_per_s(self) -> float:
+        return self.documents / min(self.ours_seconds)
+
+    @property
+    def raw_docs_per_s(self) -> float:
+        return self.documents / min(self.raw_seconds)
+
+    @property
+    def ratio(self) -> float:
+        """Ours over raw streaming_bulk, in docs/s."""
+        return min(self.raw_seconds) / min(self.ours_seconds)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "benchmark": "index",
+            "machine": self.machine,
+            "dataset": self.dataset,
+            "documents": self.documents,
+            "rounds": self.rounds,
+            "ours_docs_per_s": self.ours_docs_per_s,
+            "raw_streaming_bulk_docs_per_s": self.raw_docs_per_s,
+            "ratio": self.ratio,
+            "ours_seconds": list(self.ours_seconds),
+            "raw_seconds": list(self.raw_seconds),
+        }
+
+    def table(self) -> Table:
+        table = Table(
+            title=f"OpenSearch bulk, {self.documents} documents, embedding excluded, best of {self.rounds} "
+            f"rounds ({self.machine})"
+        )
+        labels = ("raw streaming_bulk", "ours (bulk_index + commit)")
+        name_column(table, "writer", labels)
+        number_columns(table, "docs/s", "best s", "vs raw")
+        table.add_row(labels[0], f"{self.raw_docs_per_s:.0f}", f"{min(self.raw_seconds):.2f}", "x1.00")
+        table.add_row(
+            labels[1], f"{self.ours_docs_per_s:.0f}", f"{min(self.ours_seconds):.2f}", f"x{self.ratio:.2f}"
+        )
+        return table
+
+    def plot(self, path: Path) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        values = [self.raw_docs_per_s, self.ours_docs_per_s]
+        ax.bar(["raw streaming_bulk", "ours (bulk_index + commit)"], values, color=["grey", "tab:blue"])
+        ax.text(1, values[1], f"x{self.ratio:.2f}", ha="center", va="bottom")
+        ax.set_ylabel("documents / s")
+        ax.set_title(f"OpenSearch bulk, {self.documents} documents, embedding excluded", fontsize=9)
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
 
 
 def run_search_bench(
     settings: Settings, folder: Path, *, n_queries: int, log: Callable[[str], None] = print
-) -> dict[str, Any]:
+) -> SearchBenchReport:
     targets = [("embedded", settings.model_copy(update={"opensearch_url": None}))]
     if settings.opensearch_url:
         targets.append(("opensearch", settings))
     else:
         log("OPENSEARCH_URL is not set: measuring the embedded backend only")
-    report: dict[str, Any] = {
-        "benchmark": "search",
-        "machine": machine(),
-        "dataset": str(folder),
-        "backends": {},
-    }
+    backends: dict[str, SearchTimings] = {}
     for name, target in targets:
         log(f"{name}: preparing the evaluation index")
         prepared = prepare_benchmark(target, folder, "test")
         backend, embedder = prepared.backend, prepared.embedder
         queries = [prepared.benchmark.queries[q] for q in sorted(prepared.benchmark.queries)][:n_queries]
-        stages: dict[str, list[float]] = {
-            k: [] for k in ("embed_query", "bm25_only", "bm25", "knn", "fusion")
-        }
-        stages["hybrid_recall"] = []
+        stages: dict[str, list[float]] = {k: [] for k in STAGES}
         weights = [target.bm25_weight, 1.0 - target.bm25_weight]
         embedder.embed_texts(queries[:2])  # warm-up
         backend.recall(queries[0], embedder.embed_texts(queries[:1])[0], target.recall_depth)
@@ -78,12 +219,12 @@ def run_search_bench(
                 )
                 stages["fusion"].append((time.perf_counter() - begun) * 1000.0)
         summary = {stage: latency_summary(values) for stage, values in stages.items() if values}
-        summary["hybrid_vs_bm25_only"] = {
+        ratio = {
             "p50": summary["hybrid_recall"]["p50"] / summary["bm25_only"]["p50"],
             "p95": summary["hybrid_recall"]["p95"] / summary["bm25_only"]["p95"],
         }
-        report["backends"][name] = {"queries": len(queries), "recall_depth": target.recall_depth, **summary}
-    return report
+        backends[name] = SearchTimings(len(queries), target.recall_depth, summary, ratio)
+    return SearchBenchReport(machine=machine(), dataset=str(folder), backends=backends)
 
 
 def run_index_bench(
@@ -93,7 +234,7 @@ def run_index_bench(
     n_docs: int | None,
     rounds: int = 2,
     log: Callable[[str], None] = print,
-) -> dict[str, Any]:
+) -> IndexBenchReport:
     from opensearchpy import helpers
 
     from hybrid_rerank.connector.backends import opensearch_bodies as bodies
@@ -144,68 +285,11 @@ def run_index_bench(
                 client.indices.refresh(index=name)
                 raw_s.append(time.perf_counter() - started)
                 client.indices.delete(index=name)
-    ours, raw = min(ours_s), min(raw_s)
-    return {
-        "benchmark": "index",
-        "machine": machine(),
-        "dataset": str(folder),
-        "documents": len(documents),
-        "rounds": rounds,
-        "ours_docs_per_s": len(documents) / ours,
-        "raw_streaming_bulk_docs_per_s": len(documents) / raw,
-        "ratio": raw / ours,
-        "ours_seconds": ours_s,
-        "raw_seconds": raw_s,
-    }
-
-
-def plot_search_bench(report: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    stages = ["embed_query", "bm25_only", "bm25", "knn", "fusion", "hybrid_recall"]
-    backends = list(report["backends"])
-    fig, ax = plt.subplots(figsize=(8, 4))
-    x = np.arange(len(stages))
-    width = 0.8 / max(len(backends), 1)
-    for i, name in enumerate(backends):
-        values = [report["backends"][name].get(s, {}).get("p50", 0.0) for s in stages]
-        errors = [
-            report["backends"][name].get(s, {}).get("p95", 0.0) - v
-            for s, v in zip(stages, values, strict=True)
-        ]
-        ax.bar(
-            x + i * width,
-            values,
-            width,
-            yerr=[[0] * len(values), errors],
-            capsize=3,
-            label=f"{name} (p50, p95)",
-        )
-    ax.set_xticks(x + width * (len(backends) - 1) / 2, stages, rotation=15)
-    ax.set_ylabel("ms")
-    ax.set_title(f"First stage per stage ({report['machine']})", fontsize=9)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def plot_index_bench(report: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    values = [report["raw_streaming_bulk_docs_per_s"], report["ours_docs_per_s"]]
-    ax.bar(["raw streaming_bulk", "ours (bulk_index + commit)"], values, color=["grey", "tab:blue"])
-    ax.text(1, values[1], f"x{report['ratio']:.2f}", ha="center", va="bottom")
-    ax.set_ylabel("documents / s")
-    ax.set_title(f"OpenSearch bulk, {report['documents']} documents, embedding excluded", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return IndexBenchReport(
+        machine=machine(),
+        dataset=str(folder),
+        documents=len(documents),
+        rounds=rounds,
+        ours_seconds=tuple(ours_s),
+        raw_seconds=tuple(raw_s),
+    )

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.table import Table
 
 from hybrid_rerank.connector.backends.base import Backend, Vector
 from hybrid_rerank.connector.documents import Document, load_documents
@@ -22,6 +23,7 @@ from hybrid_rerank.connector.embedder import Embedder
 from hybrid_rerank.connector.errors import ConfigurationError
 from hybrid_rerank.connector.fusion import FusionMethod
 from hybrid_rerank.connector.lab.metrics import hit_rate_at_k, mrr_at_k, ndcg_at_k, recall_at_k
+from hybrid_rerank.connector.lab.reports import Report, name_column, number_columns
 from hybrid_rerank.connector.pipeline import SearchOptions
 from hybrid_rerank.connector.settings import Settings
 from hybrid_rerank.connector.stages import (
@@ -182,6 +184,88 @@ def hybrid_rankings(
     return rankings
 
 
+METRICS = ("ndcg@10", "mrr@10", "recall@100", "hit@1", "hit@10")
+
+
+@dataclass(frozen=True)
+class EvalReport(Report):
+    dataset: str
+    split: str
+    queries: int
+    documents: int
+    backend: str
+    embedding_model: str
+    rerank_model: str | None  # None: no reranked system (off, or it could not load)
+    reranker: str | None
+    rerank_depth: int
+    rerank_weight: float  # 1.0: the rerank order alone, else also an interpolated system
+    recall_depth: int
+    rerank_failures: tuple[str, ...]  # "query id: reason"; those queries kept their first-stage order
+    rerank_skipped: str | None  # why the model could not load
+    embedding_cache_hit: bool
+    index_built: bool
+    seconds: float
+    systems: dict[str, dict[str, float]]  # system -> METRICS
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset,
+            "split": self.split,
+            "queries": self.queries,
+            "documents": self.documents,
+            "backend": self.backend,
+            "embedding_model": self.embedding_model,
+            "rerank_model": self.rerank_model,
+            "reranker": self.reranker,
+            "rerank_depth": self.rerank_depth,
+            "rerank_weight": self.rerank_weight,
+            "recall_depth": self.recall_depth,
+            "rerank_failures": list(self.rerank_failures),
+            "rerank_skipped": self.rerank_skipped,
+            "embedding_cache_hit": self.embedding_cache_hit,
+            "index_built": self.index_built,
+            "seconds": self.seconds,
+            "systems": self.systems,
+        }
+
+    def table(self) -> Table:
+        cache = "cached" if self.embedding_cache_hit else "computed"
+        table = Table(
+            title=f"{Path(self.dataset).name} {self.split}: {self.queries} queries, {self.documents} "
+            f"documents, {self.backend} backend",
+            caption=f"{self.seconds:.0f}s; corpus embeddings {cache}",
+        )
+        name_column(table, "system", self.systems)
+        number_columns(table, *METRICS)
+        for name, metrics in self.systems.items():
+            table.add_row(name, *(f"{metrics[m]:.4f}" for m in METRICS))
+        return table
+
+    def plot(self, path: Path) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        names = list(self.systems)
+        ndcg = [self.systems[n]["ndcg@10"] for n in names]
+        recall = [self.systems[n]["recall@100"] for n in names]
+        x = np.arange(len(names))
+        fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(names)), 4))
+        ax.bar(x - 0.2, ndcg, 0.4, label="nDCG@10")
+        ax.bar(x + 0.2, recall, 0.4, label="Recall@100")
+        for xi, value in zip(x, ndcg, strict=True):
+            ax.text(xi - 0.2, value + 0.01, f"{value:.3f}", ha="center", fontsize=8)
+        ax.set_xticks(x, names, rotation=20, ha="right")
+        ax.set_ylim(0, 1.15)
+        name = Path(self.dataset).name
+        ax.set_title(f"{name} ({self.split}, {self.queries} queries, {self.backend} backend)")
+        ax.legend(loc="upper right", ncols=2)
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+
+
 def run_eval(
     settings: Settings,
     folder: Path,
@@ -193,7 +277,7 @@ def run_eval(
     embedder: Embedder | None = None,
     reranker: Reranker | None = None,
     progress: Callable[[str, int, int], None] | None = None,
-) -> dict[str, Any]:
+) -> EvalReport:
     """Every system on the same recall legs; the reranked system reranks the configured fusion's top M,
     through the pipeline's own stage functions."""
     from hybrid_rerank.connector.factory import make_reranker, search_options
@@ -259,47 +343,22 @@ def run_eval(
     if reranker is not None and depth > 0 and weight < 1.0:
         runs[f"{rerank_name} interpolated w={weight:g}"] = mixed
 
-    return {
-        "dataset": str(folder),
-        "split": split,
-        "queries": len(query_ids),
-        "documents": len(benchmark.documents),
-        "backend": backend.name,
-        "embedding_model": embedder.model_name,
-        "rerank_model": settings.rerank_model if reranker is not None else None,
-        "reranker": reranker.description if reranker is not None else None,
-        "rerank_depth": depth,
-        "rerank_weight": weight,
-        "recall_depth": settings.recall_depth,
-        "rerank_failures": failures,
-        "rerank_skipped": skipped,
-        "embedding_cache_hit": cache_hit,
-        "index_built": built,
-        "seconds": time.perf_counter() - started,
-        "systems": {name: evaluate_run(run, qrels) for name, run in runs.items()},
-    }
-
-
-def plot_report(report: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = list(report["systems"])
-    ndcg = [report["systems"][n]["ndcg@10"] for n in names]
-    recall = [report["systems"][n]["recall@100"] for n in names]
-    x = np.arange(len(names))
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(names)), 4))
-    ax.bar(x - 0.2, ndcg, 0.4, label="nDCG@10")
-    ax.bar(x + 0.2, recall, 0.4, label="Recall@100")
-    for xi, value in zip(x, ndcg, strict=True):
-        ax.text(xi - 0.2, value + 0.01, f"{value:.3f}", ha="center", fontsize=8)
-    ax.set_xticks(x, names, rotation=20, ha="right")
-    ax.set_ylim(0, 1.15)
-    name = Path(report["dataset"]).name
-    ax.set_title(f"{name} ({report['split']}, {report['queries']} queries, {report['backend']} backend)")
-    ax.legend(loc="upper right", ncols=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return EvalReport(
+        dataset=str(folder),
+        split=split,
+        queries=len(query_ids),
+        documents=len(benchmark.documents),
+        backend=backend.name,
+        embedding_model=embedder.model_name,
+        rerank_model=settings.rerank_model if reranker is not None else None,
+        reranker=reranker.description if reranker is not None else None,
+        rerank_depth=depth,
+        rerank_weight=weight,
+        recall_depth=settings.recall_depth,
+        rerank_failures=tuple(failures),
+        rerank_skipped=skipped,
+        embedding_cache_hit=cache_hit,
+        index_built=built,
+        seconds=time.perf_counter() - started,
+        systems={name: evaluate_run(run, qrels) for name, run in runs.items()},
+    )

@@ -2,7 +2,12 @@ from __future__ import annotations
 
 import pytest
 
-from hybrid_rerank.connector.lab.bench import candidate_sets, latency_summary
+from hybrid_rerank.connector.lab.bench import (
+    candidate_sets,
+    in_fresh_process,
+    latency_summary,
+    peak_rss_mib,
+)
 from hybrid_rerank.connector.lab.demo import demo_data_dir
 
 
@@ -21,3 +26,15 @@ def test_candidate_sets_cycle_queries_and_take_bm25_top_depth() -> None:
     assert sets[0][0] == sets[32][0]  # the demo has 32 queries: the 33rd is the first again
     query, candidates = sets[1]
     assert "steak" in query and any(c.id.startswith("cook-") for c in candidates)
+
+
+def test_a_spawned_process_reports_its_own_peak_rss_not_its_parents() -> None:
+    # ru_maxrss survives fork and exec on Linux: a child of this (now large) process would report at least
+    # the 300 MB below. Each variant of a bench must report only its own peak.
+    block = bytearray(300 * 1024 * 1024)
+    block[::4096] = b"\1" * len(range(0, len(block), 4096))  # touch every page: resident, not just mapped
+    parent = peak_rss_mib()
+    child = in_fresh_process(peak_rss_mib)
+    assert parent > 300
+    assert 0 < child < parent - 250, (child, parent)
+    del block

@@ -13,7 +13,7 @@ from hybrid_rerank.connector.embedder import Embedder
 from hybrid_rerank.connector.errors import IndexMismatchError, IndexMissingError, InvalidQueryError
 from hybrid_rerank.connector.indexing import index_documents
 from hybrid_rerank.connector.pipeline import SearchOptions, SearchPipeline
-from hybrid_rerank.workers.client import InProcessReranker
+from hybrid_rerank.workers.client import InProcessReranker, Reranker
 from hybrid_rerank.workers.protocol import Candidate, RerankOutcome
 from hybrid_rerank.workers.scorer import CrossEncoderScorer
 
@@ -46,14 +46,22 @@ DOCS = [
 ]
 
 
-class ReverseReranker:
-    """A reranker with a known answer: scores documents by reverse id order."""
+class ReverseReranker(Reranker):
+    """A reranker with a known answer: scores documents by reverse id order, and says it was tuned with
+    `tuned_weight` (as a worker's reply does)."""
 
     description = "reverse"
 
+    def __init__(self, tuned_weight: float | None = None, drop: int = 0) -> None:
+        self.tuned_weight = tuned_weight
+        self.drop = drop  # leave out this many scores, as a broken reranker would
+
     def rerank(self, query: str, candidates: Sequence[Candidate]) -> RerankOutcome:
         ordered = sorted((c.id for c in candidates), reverse=True)
-        return RerankOutcome({doc_id: float(len(ordered) - i) for i, doc_id in enumerate(ordered)})
+        scores = {doc_id: float(len(ordered) - i) for i, doc_id in enumerate(ordered)}
+        for doc_id in ordered[: self.drop]:
+            del scores[doc_id]
+        return RerankOutcome(scores, model="reverse", interpolation_weight=self.tuned_weight)
 
 
 @pytest.fixture
@@ -111,6 +119,28 @@ def test_the_rerank_weight_mixes_in_the_first_stage(backend: EmbeddedBackend, em
         "moon phases", k=5
     )
     assert [h.id for h in reversed_.hits[:3]] == sorted((h.id for h in first_stage.hits[:3]), reverse=True)
+
+
+def test_the_models_tuned_weight_from_the_reply_is_used_unless_overridden(
+    backend: EmbeddedBackend, embedder: Embedder
+) -> None:
+    """The weight travels in the reranker's outcome (a worker's reply), so the searching side never reads a
+    model folder that may exist only on worker machines; RERANK_INTERPOLATION still wins."""
+    first = [h.id for h in make(backend, embedder).search("lunar eclipse", k=5, rerank=False).hits]
+    reversed_top3 = sorted(first[:3], reverse=True)
+    assert reversed_top3 != first[:3]  # otherwise this test could not tell the weights apart
+    tuned_to_first = make(backend, embedder, ReverseReranker(tuned_weight=0.0), rerank_depth=3)
+    assert [h.id for h in tuned_to_first.search("lunar eclipse", k=5).hits] == first
+    untuned = make(backend, embedder, ReverseReranker(tuned_weight=None), rerank_depth=3)
+    assert [h.id for h in untuned.search("lunar eclipse", k=3).hits] == reversed_top3
+    overridden = make(backend, embedder, ReverseReranker(tuned_weight=0.0), rerank_depth=3, rerank_weight=1.0)
+    assert [h.id for h in overridden.search("lunar eclipse", k=3).hits] == reversed_top3
+
+
+def test_a_reply_missing_scores_degrades_visibly(backend: EmbeddedBackend, embedder: Embedder) -> None:
+    result = make(backend, embedder, ReverseReranker(drop=1), rerank_depth=3).search("moon phases", k=3)
+    assert not result.reranked and "no score for 1 candidate" in (result.rerank_note or "")
+    assert [h.fused_rank for h in result.hits] == [1, 2, 3]
 
 
 def test_a_failed_reranker_degrades_visibly(

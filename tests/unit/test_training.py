@@ -11,7 +11,7 @@ import pytest
 from hybrid_rerank.connector.documents import Document
 from hybrid_rerank.connector.embedder import Embedder
 from hybrid_rerank.connector.fusion import interpolate
-from hybrid_rerank.connector.lab.training import retune_interpolation, train_reranker
+from hybrid_rerank.connector.lab.training import train_reranker
 from hybrid_rerank.connector.lab.training_data import (
     TrainingConfig,
     build_examples,
@@ -21,6 +21,7 @@ from hybrid_rerank.connector.lab.training_data import (
     split_dev,
     tune_interpolation,
 )
+from hybrid_rerank.connector.lab.tuning import retune_interpolation
 from hybrid_rerank.connector.settings import load_settings
 from hybrid_rerank.workers.protocol import Candidate
 from hybrid_rerank.workers.scorer import CrossEncoderScorer
