@@ -8,31 +8,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TextColumn,
-    TimeRemainingColumn,
-)
-from rich.text import Text
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 # A rate over less time than this is noise (or items that were already done, such as cache hits).
 MIN_RATE_SECONDS = 0.5
-
-
-class RateColumn(ProgressColumn):
-    """rich's speed estimate, which leaves out the first update's items as the line mode does."""
-
-    def __init__(self, unit: str) -> None:
-        super().__init__()
-        self.unit = unit
-
-    def render(self, task: Task) -> Text:
-        speed = task.speed
-        return Text("rate pending" if speed is None else f"{speed:.1f} {self.unit}/s")
 
 
 class RateWindow:
@@ -68,6 +47,14 @@ def duration(seconds: float) -> str:
     return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
 
 
+def describe(rate: float | None, left: float | None, unit: str) -> tuple[str, str]:
+    """(`12.5 docs/s` or `rate pending`, `1m20s` or `pending`)."""
+    return (
+        "rate pending" if rate is None else f"{rate:.1f} {unit}/s",
+        "pending" if left is None else duration(left),
+    )
+
+
 @contextmanager
 def progress_bar(
     console: Console,
@@ -78,31 +65,33 @@ def progress_bar(
 ) -> Iterator[Callable[[int, int], None]]:
     """Yields `update(done, total)`. Off a terminal each line reads
     `label: done/total unit (rate unit/s, ETA 1m20s)`; `clock` is for tests."""
+    window = RateWindow(clock)
     if console.is_terminal:
+        # Rate and ETA from the same window as the lines (rich's own estimate has no minimum interval).
         columns = (
             TextColumn(label),
             BarColumn(),
             MofNCompleteColumn(),
-            RateColumn(unit),
-            TimeRemainingColumn(),
+            TextColumn("{task.fields[rate]}, ETA {task.fields[eta]}", markup=False),
         )
         with Progress(*columns, console=console) as progress:
-            task = progress.add_task(label, total=total)
-            yield lambda done, _total: progress.update(task, completed=done)
+            task = progress.add_task(label, total=total, rate="rate pending", eta="pending")
+
+            def advance(done: int, all_of: int) -> None:
+                rate, eta = describe(*window.measure(done, all_of), unit)
+                progress.update(task, completed=done, total=all_of, rate=rate, eta=eta)
+
+            yield advance
         return
 
-    window = RateWindow(clock)
-    next_report = 0.1
+    next_tenth = 1  # whole tenths: summing 0.1s skipped the line at 60% (0.1 * 6 > 0.6)
 
     def update(done: int, all_of: int) -> None:
-        nonlocal next_report
-        share = done / all_of if all_of else 1.0
-        rate, left = window.measure(done, all_of)  # on every update: the first one opens the window
-        if share >= next_report or done == all_of:
-            speed = "rate pending" if rate is None else f"{rate:.1f} {unit}/s"
-            eta = "pending" if left is None else duration(left)
-            console.print(f"{label}: {done}/{all_of} {unit} ({speed}, ETA {eta})", highlight=False)
-            while next_report <= share:
-                next_report += 0.1
+        nonlocal next_tenth
+        tenths = done * 10 // all_of if all_of else 10
+        rate, eta = describe(*window.measure(done, all_of), unit)  # every update: the first opens the window
+        if tenths >= next_tenth or done == all_of:
+            console.print(f"{label}: {done}/{all_of} {unit} ({rate}, ETA {eta})", highlight=False)
+            next_tenth = tenths + 1
 
     yield update

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from hybrid_rerank.connector.errors import ConnectorError, HybridRerankError
 from hybrid_rerank.connector.progress import progress_bar
@@ -79,5 +80,5 @@ def main() -> None:
     try:
         app()
     except HybridRerankError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)  # [lab] is not markup
         sys.exit(2)

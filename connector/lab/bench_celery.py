@@ -16,7 +16,7 @@ from rich.table import Table
 from hybrid_rerank.connector.errors import ConfigurationError
 from hybrid_rerank.connector.lab.bench import candidate_sets, latency_summary, machine
 from hybrid_rerank.connector.lab.demo import demo_data_dir
-from hybrid_rerank.connector.lab.reports import Report, name_column, number_columns
+from hybrid_rerank.connector.lab.reports import Report, report_table
 from hybrid_rerank.connector.settings import Settings
 from hybrid_rerank.workers.client import Reranker
 
@@ -78,19 +78,18 @@ class CeleryBenchReport(Report):
         }
 
     def table(self) -> Table:
-        table = Table(
-            title=f"rerank {self.candidates_per_query} candidates x {self.queries} queries: {self.model} "
-            f"({self.machine})"
-        )
-        labels = ("in-process", "Celery + Redis", "overhead", "per-query overhead")
-        name_column(table, "path", labels)
-        number_columns(table, "p50 ms", "p95 ms", "mean ms")
-        for label, row in ((labels[0], self.in_process_ms), (labels[1], self.celery_ms)):
-            table.add_row(label, *(f"{row[k]:.1f}" for k in STATS))
         overhead, ratio, paired = self.overhead_ms, self.ratio, self.paired_overhead_ms
-        table.add_row(labels[2], *(f"{overhead[k]:+.1f} (x{ratio[k]:.2f})" for k in STATS))
-        table.add_row(labels[3], *(f"{paired[k]:+.1f}" for k in STATS))
-        return table
+        return report_table(
+            f"rerank {self.candidates_per_query} candidates x {self.queries} queries: {self.model} "
+            f"({self.machine})",
+            ("path", "p50 ms", "p95 ms", "mean ms"),
+            [
+                ["in-process", *(f"{self.in_process_ms[k]:.1f}" for k in STATS)],
+                ["Celery + Redis", *(f"{self.celery_ms[k]:.1f}" for k in STATS)],
+                ["overhead", *(f"{overhead[k]:+.1f} (x{ratio[k]:.2f})" for k in STATS)],
+                ["per-query overhead", *(f"{paired[k]:+.1f}" for k in STATS)],
+            ],
+        )
 
     def plot(self, path: Path) -> None:
         import matplotlib

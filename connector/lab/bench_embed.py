@@ -18,7 +18,7 @@ from rich.table import Table
 
 from hybrid_rerank.connector.lab.bench import in_fresh_process, machine, peak_rss_mib
 from hybrid_rerank.connector.lab.evaluation import evaluate_run, load_beir
-from hybrid_rerank.connector.lab.reports import Report, name_column, number_columns
+from hybrid_rerank.connector.lab.reports import Report, report_table
 from hybrid_rerank.connector.settings import Settings
 from hybrid_rerank.workers.runtime.models import resolve_model
 
@@ -115,20 +115,21 @@ class EmbedBenchReport(Report):
         }
 
     def table(self) -> Table:
-        table = Table(title=f"embedding {self.documents} documents ({self.model}), {self.machine}")
-        name_column(table, "variant", (row.name for row in self.results))
-        number_columns(table, "docs/s", "vs baseline", "peak RSS MiB", "cosine to baseline", "dense nDCG@10")
-        for row in self.results:
-            cosine = row.cosine_to_baseline
-            table.add_row(
-                row.name,
-                f"{row.docs_per_s:.1f}",
-                f"x{row.speedup:.2f}",
-                f"{row.peak_rss_mib:.0f}",
-                f"mean {cosine['mean']:.4f}, min {cosine['min']:.4f}",
-                "--full" if row.dense_ndcg is None else f"{row.dense_ndcg:.4f}",
-            )
-        return table
+        return report_table(
+            f"embedding {self.documents} documents ({self.model}), {self.machine}",
+            ("variant", "docs/s", "vs baseline", "peak RSS MiB", "cosine to baseline", "dense nDCG@10"),
+            [
+                [
+                    row.name,
+                    f"{row.docs_per_s:.1f}",
+                    f"x{row.speedup:.2f}",
+                    f"{row.peak_rss_mib:.0f}",
+                    f"mean {row.cosine_to_baseline['mean']:.4f}, min {row.cosine_to_baseline['min']:.4f}",
+                    "--full" if row.dense_ndcg is None else f"{row.dense_ndcg:.4f}",
+                ]
+                for row in self.results
+            ],
+        )
 
     def plot(self, path: Path) -> None:
         import matplotlib

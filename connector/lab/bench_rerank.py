@@ -24,7 +24,7 @@ from rich.table import Table
 from hybrid_rerank.connector.factory import search_options
 from hybrid_rerank.connector.lab.bench import in_fresh_process, latency_summary, machine, peak_rss_mib
 from hybrid_rerank.connector.lab.evaluation import evaluate_run, hybrid_rankings, prepare_benchmark
-from hybrid_rerank.connector.lab.reports import Report, name_column, number_columns
+from hybrid_rerank.connector.lab.reports import Report, report_table
 from hybrid_rerank.connector.settings import Settings
 from hybrid_rerank.connector.stages import rerank_order, rerank_weight
 from hybrid_rerank.workers.runtime.models import interpolation_weight, resolve_model
@@ -296,26 +296,24 @@ class RerankBenchReport(Report):
         }
 
     def table(self) -> Table:
-        table = Table(
-            title=f"rerank: {self.pairs} pairs ({self.queries} queries x {self.candidates_per_query}), "
-            f"{self.machine}"
+        return report_table(
+            f"rerank: {self.pairs} pairs ({self.queries} queries x {self.candidates_per_query}), "
+            f"{self.machine}",
+            ("variant", "pairs/s", "vs baseline", "p50 ms", "p95 ms", "peak RSS MiB", "nDCG@10", "interp."),
+            [
+                [
+                    row.variant.name,
+                    f"{row.pairs_per_s:.1f}",
+                    f"x{row.speedup:.2f}",
+                    f"{row.latency_ms['p50']:.0f}",
+                    f"{row.latency_ms['p95']:.0f}",
+                    f"{row.peak_rss_mib:.0f}",
+                    f"{row.ndcg['rerank']:.4f} ({row.ndcg_delta:+.4f})",
+                    f"{row.ndcg['interpolated']:.4f}",
+                ]
+                for row in self.results
+            ],
         )
-        name_column(table, "variant", (row.variant.name for row in self.results))
-        number_columns(
-            table, "pairs/s", "vs baseline", "p50 ms", "p95 ms", "peak RSS MiB", "nDCG@10", "interp."
-        )
-        for row in self.results:
-            table.add_row(
-                row.variant.name,
-                f"{row.pairs_per_s:.1f}",
-                f"x{row.speedup:.2f}",
-                f"{row.latency_ms['p50']:.0f}",
-                f"{row.latency_ms['p95']:.0f}",
-                f"{row.peak_rss_mib:.0f}",
-                f"{row.ndcg['rerank']:.4f} ({row.ndcg_delta:+.4f})",
-                f"{row.ndcg['interpolated']:.4f}",
-            )
-        return table
 
     def plot(self, path: Path) -> None:
         import matplotlib

@@ -24,7 +24,7 @@ from hybrid_rerank.connector.errors import ConfigurationError
 from hybrid_rerank.connector.fusion import fuse
 from hybrid_rerank.connector.lab.bench import latency_summary, machine
 from hybrid_rerank.connector.lab.evaluation import cached_embeddings, load_beir, prepare_benchmark
-from hybrid_rerank.connector.lab.reports import Report, name_column, number_columns
+from hybrid_rerank.connector.lab.reports import Report, report_table
 from hybrid_rerank.connector.settings import Settings
 
 STAGES = ("embed_query", "bm25_only", "bm25", "knn", "fusion", "hybrid_recall")
@@ -63,16 +63,15 @@ class SearchBenchReport(Report):
         }
 
     def table(self) -> Table:
-        table = Table(title=f"first stage per stage, ms ({self.machine})")
-        name_column(table, "backend", self.backends)
-        name_column(table, "stage", (*STAGES, "hybrid / BM25-only"))
-        number_columns(table, "p50", "p95")
+        rows: list[list[str]] = []
         for backend, timings in self.backends.items():
             for stage, summary in timings.stages.items():
-                table.add_row(backend, stage, f"{summary['p50']:.2f}", f"{summary['p95']:.2f}")
+                rows.append([backend, stage, f"{summary['p50']:.2f}", f"{summary['p95']:.2f}"])
             ratio = timings.hybrid_vs_bm25_only
-            table.add_row(backend, "hybrid / BM25-only", f"x{ratio['p50']:.2f}", f"x{ratio['p95']:.2f}")
-        return table
+            rows.append([backend, "hybrid / BM25-only", f"x{ratio['p50']:.2f}", f"x{ratio['p95']:.2f}"])
+        return report_table(
+            f"first stage per stage, ms ({self.machine})", ("backend", "stage", "p50", "p95"), rows, names=2
+        )
 
     def plot(self, path: Path) -> None:
         import matplotlib
@@ -143,18 +142,20 @@ class IndexBenchReport(Report):
         }
 
     def table(self) -> Table:
-        table = Table(
-            title=f"OpenSearch bulk, {self.documents} documents, embedding excluded, best of {self.rounds} "
-            f"rounds ({self.machine})"
+        return report_table(
+            f"OpenSearch bulk, {self.documents} documents, embedding excluded, best of {self.rounds} "
+            f"rounds ({self.machine})",
+            ("writer", "docs/s", "best s", "vs raw"),
+            [
+                ["raw streaming_bulk", f"{self.raw_docs_per_s:.0f}", f"{min(self.raw_seconds):.2f}", "x1.00"],
+                [
+                    "ours (bulk_index + commit)",
+                    f"{self.ours_docs_per_s:.0f}",
+                    f"{min(self.ours_seconds):.2f}",
+                    f"x{self.ratio:.2f}",
+                ],
+            ],
         )
-        labels = ("raw streaming_bulk", "ours (bulk_index + commit)")
-        name_column(table, "writer", labels)
-        number_columns(table, "docs/s", "best s", "vs raw")
-        table.add_row(labels[0], f"{self.raw_docs_per_s:.0f}", f"{min(self.raw_seconds):.2f}", "x1.00")
-        table.add_row(
-            labels[1], f"{self.ours_docs_per_s:.0f}", f"{min(self.ours_seconds):.2f}", f"x{self.ratio:.2f}"
-        )
-        return table
 
     def plot(self, path: Path) -> None:
         import matplotlib

@@ -20,7 +20,7 @@ from hybrid_rerank.connector.lab.bench_rerank import (
     rerank_quality,
     tuned_weight,
 )
-from hybrid_rerank.connector.lab.reports import Report, number_columns
+from hybrid_rerank.connector.lab.reports import Report, report_table
 from hybrid_rerank.connector.settings import Settings
 
 
@@ -67,23 +67,23 @@ class TradeoffReport(Report):
         }
 
     def table(self) -> Table:
-        table = Table(
-            title=f"rerank trade-off, {self.queries} queries, {self.backend}, {self.machine}",
+        return report_table(
+            f"rerank trade-off, {self.queries} queries, {self.backend}, {self.machine}",
+            ("max_length", "depth", "ms/query", "p95 ms", "nDCG@10 rerank", "nDCG@10 interpolated"),
+            [
+                [
+                    str(p.max_length),
+                    str(p.depth),
+                    f"{p.ms_per_query:.0f}",
+                    f"{p.p95_ms:.0f}",
+                    f"{p.ndcg['rerank']:.4f}",
+                    f"{p.ndcg['interpolated']:.4f}",
+                ]
+                for p in self.points
+            ],
+            names=0,
             caption=f"first stage nDCG@10 {self.first_stage_ndcg:.4f}",
         )
-        number_columns(
-            table, "max_length", "depth", "ms/query", "p95 ms", "nDCG@10 rerank", "nDCG@10 interpolated"
-        )
-        for p in self.points:
-            table.add_row(
-                str(p.max_length),
-                str(p.depth),
-                f"{p.ms_per_query:.0f}",
-                f"{p.p95_ms:.0f}",
-                f"{p.ndcg['rerank']:.4f}",
-                f"{p.ndcg['interpolated']:.4f}",
-            )
-        return table
 
     def plot(self, path: Path) -> None:
         import matplotlib

@@ -23,7 +23,7 @@ from hybrid_rerank.connector.embedder import Embedder
 from hybrid_rerank.connector.errors import ConfigurationError
 from hybrid_rerank.connector.fusion import FusionMethod
 from hybrid_rerank.connector.lab.metrics import hit_rate_at_k, mrr_at_k, ndcg_at_k, recall_at_k
-from hybrid_rerank.connector.lab.reports import Report, name_column, number_columns
+from hybrid_rerank.connector.lab.reports import Report, report_table
 from hybrid_rerank.connector.pipeline import SearchOptions
 from hybrid_rerank.connector.settings import Settings
 from hybrid_rerank.connector.stages import (
@@ -230,16 +230,13 @@ class EvalReport(Report):
 
     def table(self) -> Table:
         cache = "cached" if self.embedding_cache_hit else "computed"
-        table = Table(
-            title=f"{Path(self.dataset).name} {self.split}: {self.queries} queries, {self.documents} "
-            f"documents, {self.backend} backend",
+        return report_table(
+            f"{Path(self.dataset).name} {self.split}: {self.queries} queries, {self.documents} documents, "
+            f"{self.backend} backend",
+            ("system", *METRICS),
+            [[name, *(f"{metrics[m]:.4f}" for m in METRICS)] for name, metrics in self.systems.items()],
             caption=f"{self.seconds:.0f}s; corpus embeddings {cache}",
         )
-        name_column(table, "system", self.systems)
-        number_columns(table, *METRICS)
-        for name, metrics in self.systems.items():
-            table.add_row(name, *(f"{metrics[m]:.4f}" for m in METRICS))
-        return table
 
     def plot(self, path: Path) -> None:
         import matplotlib

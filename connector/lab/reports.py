@@ -1,16 +1,16 @@
 """What every lab report is and the one helper that writes it: `<stem>.json`, `<stem>.png`, and the table for
 people (or the JSON for programs with `--json`).
 
-Tables are read off terminals and out of logs alike: a column of names is never cut or wrapped (a log cut
-`baseline CrossEncoder.predict fp32` to `baseli…`), and numbers fold rather than lose digits when space runs
-out. matplotlib is imported only inside each report's `plot`, so the core never loads it.
+Tables are read off terminals and out of logs alike: no cell is ever cut or wrapped (a log once showed
+`baseline CrossEncoder.predict fp32` as `baseli…`). matplotlib is imported only inside each report's
+`plot`, so the core never loads it.
 """
 
 from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,19 +51,34 @@ def write_report(
         # `out`, not `print`: plain text (no markup, no wrapping) to the console's stream.
         console.out(json.dumps(report.printed_json(), indent=2), highlight=False)
     else:
-        console.print(report.table())
+        console.print(report.table(), crop=False)
         console.print(f"report: {json_path}, chart: {png_path}", highlight=False)
     return json_path, png_path
 
 
-def name_column(table: Table, header: str, names: Iterable[str]) -> None:
-    """A column of names, never cut or wrapped however narrow the console: it is as wide as its longest
-    name, and rich shrinks the other columns first."""
-    widest = max((cell_len(name) for name in names), default=0)
-    table.add_column(header, no_wrap=True, min_width=max(widest, cell_len(header)))
-
-
-def number_columns(table: Table, *headers: str) -> None:
-    """Right-aligned figure columns that fold, never drop digits, when the console is too narrow."""
-    for header in headers:
-        table.add_column(header, justify="right", overflow="fold")
+def report_table(
+    title: str,
+    headers: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    *,
+    names: int = 1,
+    caption: str | None = None,
+) -> Table:
+    """The first `names` columns hold names (left-aligned), the rest figures (right-aligned). Every column is
+    at least as wide as its widest cell, so no cell is cut, folded or wrapped however narrow the console;
+    only headers wrap. Print it with `crop=False`: a table wider than the console then runs past the edge
+    instead of losing its last columns."""
+    table = Table(title=title, caption=caption)
+    for index, header in enumerate(headers):
+        widest = max((cell_len(row[index]) for row in rows), default=0)
+        is_name = index < names
+        table.add_column(
+            header,
+            justify="left" if is_name else "right",
+            min_width=max(widest, cell_len(header)) if is_name else widest,
+            no_wrap=is_name,
+            overflow="fold",  # for a header word longer than its column
+        )
+    for row in rows:
+        table.add_row(*row)
+    return table
