@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.text import Text
 
 from hybrid_rerank.connector.errors import ConnectorError, HybridRerankError
 from hybrid_rerank.connector.progress import progress_bar
@@ -32,6 +33,12 @@ def _console(stream: object) -> Console:
 
 out = _console(sys.stdout)
 err = _console(sys.stderr)
+
+
+def flag(console: Console, label: str, style: str, message: object) -> None:
+    """`label` styled, then the message as plain text: file names, record errors and document text may
+    hold brackets that rich would otherwise read as markup (and drop, or fail on)."""
+    console.print(Text.assemble((label, style), " ", str(message)), highlight=False)
 
 
 def load() -> Settings:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from hybrid_rerank.connector.cli.common import app, err, load, out, require_lab, staged_progress
+from hybrid_rerank.connector.cli.common import app, err, flag, load, out, require_lab, staged_progress
 
 
 @app.command("eval")
@@ -47,8 +47,8 @@ def evaluate(
         return
     if report.rerank_model is None:
         why = report.rerank_skipped or "RERANK_MODEL is off"
-        out.print(f"[yellow]no reranked system:[/] {why}", highlight=False)
+        flag(out, "no reranked system:", "yellow", why)
     for failure in report.rerank_failures[:5]:
-        err.print(f"[yellow]not reranked[/] {failure}", highlight=False)
+        flag(err, "not reranked", "yellow", failure)
     if report.rerank_failures:
         err.print(f"{len(report.rerank_failures)} queries kept their first-stage order", highlight=False)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from hybrid_rerank.connector.cli.common import app, err, load, out
+from hybrid_rerank.connector.cli.common import app, err, flag, load, out
 from hybrid_rerank.connector.documents import load_documents
 from hybrid_rerank.connector.errors import ConnectorError
 from hybrid_rerank.connector.progress import progress_bar
@@ -40,7 +40,7 @@ def index(
         max_record_bytes=settings.max_record_bytes,
     )
     for problem in loaded.errors:
-        err.print(f"[yellow]skipped[/] {problem}", highlight=False)
+        flag(err, "skipped", "yellow", problem)
     if not loaded.documents:
         raise ConnectorError(f"no valid documents in {loaded.source}; nothing was indexed")
     backend = open_backend(settings, index_name)
@@ -49,7 +49,7 @@ def index(
     with progress_bar(err, "embedding", len(loaded.documents)) as update:
         report = index_documents(backend, embedder, loaded.documents, recreate=recreate, progress=update)
     for failure in report.bulk.failures:
-        err.print(f"[red]failed[/] {failure.doc_id}: {failure.reason}", highlight=False)
+        flag(err, "failed", "red", f"{failure.doc_id}: {failure.reason}")
     rate = report.documents / report.embed_seconds if report.embed_seconds > 0 else float("inf")
     out.print(
         f"indexed {report.bulk.written} of {len(loaded.documents)} documents into {backend.name} index "

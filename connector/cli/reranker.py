@@ -7,7 +7,15 @@ from typing import Annotated
 
 import typer
 
-from hybrid_rerank.connector.cli.common import app, err, load, out, require_lab, staged_progress
+from hybrid_rerank.connector.cli.common import (
+    TRAINING_MODULES,
+    app,
+    err,
+    load,
+    out,
+    require_lab,
+    staged_progress,
+)
 
 
 @app.command("train-reranker")
@@ -32,7 +40,7 @@ def train_reranker_command(
     seed: Annotated[int, typer.Option()] = 13,
 ) -> None:
     """Fine-tune a cross-encoder: qrels positives, hard negatives from our hybrid recall, pseudo-queries."""
-    require_lab("datasets", "accelerate")
+    require_lab(*TRAINING_MODULES)
     from hybrid_rerank.connector.lab.training import train_reranker
     from hybrid_rerank.connector.lab.training_data import TrainingConfig
 

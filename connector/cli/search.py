@@ -7,10 +7,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.cells import cell_len
 from rich.table import Table
+from rich.text import Text
 
 from hybrid_rerank.connector.backends.base import Filters, FilterValue, parse_filter
-from hybrid_rerank.connector.cli.common import app, err, load, out
+from hybrid_rerank.connector.cli.common import app, err, flag, load, out
 from hybrid_rerank.connector.errors import ConnectorError
 from hybrid_rerank.connector.progress import progress_bar
 
@@ -56,15 +58,21 @@ def search(
 
 
 def _print_result(result: SearchResult, filters: Filters) -> None:
-    table = Table(title=f"{result.query!r}" + (f"  filters {dict(filters)}" if filters else ""))
+    title = f"{result.query!r}" + (f"  filters {dict(filters)}" if filters else "")
+    table = Table(title=Text(title))  # user text, never markup
+    # Only the text wraps on a narrow console; ids and scores stay whole (an id cut to `doc-1…` is useless).
+    widest_id = max((cell_len(hit.id) for hit in result.hits), default=2)
     for column in ("#", "id", "title / text", "bm25", "vector", "fused", "rerank"):
-        table.add_column(column, overflow="fold" if column == "title / text" else "ellipsis")
+        if column == "title / text":
+            table.add_column(column, overflow="fold", min_width=20)
+        else:
+            table.add_column(column, no_wrap=True, min_width=widest_id if column == "id" else None)
     for hit in result.hits:
         label = hit.document.title or hit.document.text
         table.add_row(
             str(hit.rank),
-            hit.id,
-            label[:70] + ("…" if len(label) > 70 else ""),
+            Text(hit.id),
+            Text(label[:70] + ("…" if len(label) > 70 else "")),
             _score(hit.bm25_score, hit.bm25_rank),
             _score(hit.vector_score, hit.vector_rank),
             _score(hit.fused_score, hit.fused_rank),
@@ -74,7 +82,7 @@ def _print_result(result: SearchResult, filters: Filters) -> None:
     timings = "  ".join(f"{name} {ms:.1f} ms" for name, ms in result.timings_ms.items())
     out.print(f"{len(result.hits)} hits from {result.candidates} candidates; {timings}", highlight=False)
     if not result.reranked:
-        out.print(f"[yellow]not reranked:[/] {result.rerank_note}", highlight=False)
+        flag(out, "not reranked:", "yellow", result.rerank_note)
 
 
 def _score(score: float | None, rank: int | None) -> str:
@@ -106,7 +114,7 @@ def batch_search(
     out.print(f"{len(results)} queries searched, {reranked} reranked; results in {out_path}", highlight=False)
     for query_id, result in zip(queries, results, strict=True):
         if not result.reranked and not no_rerank:
-            err.print(f"[yellow]not reranked[/] {query_id}: {result.rerank_note}", highlight=False)
+            flag(err, "not reranked", "yellow", f"{query_id}: {result.rerank_note}")
 
 
 def read_queries(path: Path) -> dict[str, str]:

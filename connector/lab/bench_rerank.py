@@ -51,6 +51,117 @@ class Workload:
         return sum(len(c) for c in self.candidates)
 
 
+@dataclass(frozen=True)
+class RerankRow:
+    """One variant's figures; speedup and ndcg_delta are against the first (baseline) row."""
+
+    variant: Variant
+    description: str
+    pairs_per_s: float
+    latency_ms: dict[str, float]  # latency_summary of the per-query calls
+    peak_rss_mib: float
+    ndcg: dict[str, float]  # nDCG@10 of "rerank", "interpolated" and "first_stage"
+    max_score_diff: float  # against the baseline's scores for the same pairs
+    score_correlation: float
+    speedup: float
+    ndcg_delta: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **asdict(self.variant),
+            "description": self.description,
+            "pairs_per_s": self.pairs_per_s,
+            "latency_ms": self.latency_ms,
+            "peak_rss_mib": self.peak_rss_mib,
+            "ndcg@10": self.ndcg,
+            "max_score_diff": self.max_score_diff,
+            "score_correlation": self.score_correlation,
+            "speedup": self.speedup,
+            "ndcg_delta": self.ndcg_delta,
+        }
+
+
+@dataclass(frozen=True)
+class RerankBenchReport(Report):
+    machine: str
+    model: str
+    dataset: str
+    queries: int
+    candidates_per_query: int
+    pairs: int
+    quality_depth: int
+    interpolation_weight: float
+    results: tuple[RerankRow, ...]
+    trained_model: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "benchmark": "rerank",
+            "machine": self.machine,
+            "model": self.model,
+            "dataset": self.dataset,
+            "queries": self.queries,
+            "candidates_per_query": self.candidates_per_query,
+            "pairs": self.pairs,
+            "quality_depth": self.quality_depth,
+            "interpolation_weight": self.interpolation_weight,
+            "results": [row.to_json() for row in self.results],
+            "trained_model": self.trained_model,
+        }
+
+    def table(self) -> Table:
+        return report_table(
+            f"rerank: {self.pairs} pairs ({self.queries} queries x {self.candidates_per_query}), "
+            f"{self.machine}",
+            ("variant", "pairs/s", "vs baseline", "p50 ms", "p95 ms", "peak RSS MiB", "nDCG@10", "interp."),
+            [
+                [
+                    row.variant.name,
+                    f"{row.pairs_per_s:.1f}",
+                    f"x{row.speedup:.2f}",
+                    f"{row.latency_ms['p50']:.0f}",
+                    f"{row.latency_ms['p95']:.0f}",
+                    f"{row.peak_rss_mib:.0f}",
+                    f"{row.ndcg['rerank']:.4f} ({row.ndcg_delta:+.4f})",
+                    f"{row.ndcg['interpolated']:.4f}",
+                ]
+                for row in self.results
+            ],
+        )
+
+    def plot(self, path: Path) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        rows = self.results
+        names = [r.variant.name.replace("ours ", "").replace(" CrossEncoder.predict", "") for r in rows]
+        fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2))
+        x = np.arange(len(rows))
+        left.bar(x, [r.pairs_per_s for r in rows], color=["grey"] + ["tab:blue"] * (len(rows) - 1))
+        for xi, r in zip(x, rows, strict=True):
+            left.text(xi, r.pairs_per_s, f"x{r.speedup:.2f}", ha="center", va="bottom", fontsize=8)
+        left.set_xticks(x, names, rotation=25, ha="right", fontsize=8)
+        left.set_ylabel("pairs / s")
+        left.set_title(f"{self.pairs} pairs, {self.candidates_per_query} per query")
+        right.bar(x - 0.2, [r.ndcg["rerank"] for r in rows], 0.4, label="rerank order")
+        right.bar(x + 0.2, [r.ndcg["interpolated"] for r in rows], 0.4, label="interpolated")
+        right.axhline(rows[0].ndcg["first_stage"], color="black", lw=1, ls="--", label="first stage")
+        right.set_xticks(x, names, rotation=25, ha="right", fontsize=8)
+        right.set_ylabel(f"nDCG@10 (rerank top {self.quality_depth})")
+        right.set_ylim(0, 1)
+        right.legend(fontsize=8, loc="lower right")
+        fig.suptitle(
+            f"Rerank speed and quality: {self.queries} test queries of {Path(self.dataset).name}, "
+            f"{self.machine}",
+            fontsize=10,
+        )
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+
+
 def default_variants(max_length: int, default_backend: str, default_length: int, bf16: bool) -> list[Variant]:
     variants = [
         Variant("baseline CrossEncoder.predict fp32", BASELINE, max_length),
@@ -235,117 +346,6 @@ def run_rerank_bench(
         results=tuple(rows),
         trained_model=trained_model,
     )
-
-
-@dataclass(frozen=True)
-class RerankRow:
-    """One variant's figures; speedup and ndcg_delta are against the first (baseline) row."""
-
-    variant: Variant
-    description: str
-    pairs_per_s: float
-    latency_ms: dict[str, float]  # latency_summary of the per-query calls
-    peak_rss_mib: float
-    ndcg: dict[str, float]  # nDCG@10 of "rerank", "interpolated" and "first_stage"
-    max_score_diff: float  # against the baseline's scores for the same pairs
-    score_correlation: float
-    speedup: float
-    ndcg_delta: float
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            **asdict(self.variant),
-            "description": self.description,
-            "pairs_per_s": self.pairs_per_s,
-            "latency_ms": self.latency_ms,
-            "peak_rss_mib": self.peak_rss_mib,
-            "ndcg@10": self.ndcg,
-            "max_score_diff": self.max_score_diff,
-            "score_correlation": self.score_correlation,
-            "speedup": self.speedup,
-            "ndcg_delta": self.ndcg_delta,
-        }
-
-
-@dataclass(frozen=True)
-class RerankBenchReport(Report):
-    machine: str
-    model: str
-    dataset: str
-    queries: int
-    candidates_per_query: int
-    pairs: int
-    quality_depth: int
-    interpolation_weight: float
-    results: tuple[RerankRow, ...]
-    trained_model: bool
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "benchmark": "rerank",
-            "machine": self.machine,
-            "model": self.model,
-            "dataset": self.dataset,
-            "queries": self.queries,
-            "candidates_per_query": self.candidates_per_query,
-            "pairs": self.pairs,
-            "quality_depth": self.quality_depth,
-            "interpolation_weight": self.interpolation_weight,
-            "results": [row.to_json() for row in self.results],
-            "trained_model": self.trained_model,
-        }
-
-    def table(self) -> Table:
-        return report_table(
-            f"rerank: {self.pairs} pairs ({self.queries} queries x {self.candidates_per_query}), "
-            f"{self.machine}",
-            ("variant", "pairs/s", "vs baseline", "p50 ms", "p95 ms", "peak RSS MiB", "nDCG@10", "interp."),
-            [
-                [
-                    row.variant.name,
-                    f"{row.pairs_per_s:.1f}",
-                    f"x{row.speedup:.2f}",
-                    f"{row.latency_ms['p50']:.0f}",
-                    f"{row.latency_ms['p95']:.0f}",
-                    f"{row.peak_rss_mib:.0f}",
-                    f"{row.ndcg['rerank']:.4f} ({row.ndcg_delta:+.4f})",
-                    f"{row.ndcg['interpolated']:.4f}",
-                ]
-                for row in self.results
-            ],
-        )
-
-    def plot(self, path: Path) -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        rows = self.results
-        names = [r.variant.name.replace("ours ", "").replace(" CrossEncoder.predict", "") for r in rows]
-        fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2))
-        x = np.arange(len(rows))
-        left.bar(x, [r.pairs_per_s for r in rows], color=["grey"] + ["tab:blue"] * (len(rows) - 1))
-        for xi, r in zip(x, rows, strict=True):
-            left.text(xi, r.pairs_per_s, f"x{r.speedup:.2f}", ha="center", va="bottom", fontsize=8)
-        left.set_xticks(x, names, rotation=25, ha="right", fontsize=8)
-        left.set_ylabel("pairs / s")
-        left.set_title(f"{self.pairs} pairs, {self.candidates_per_query} per query")
-        right.bar(x - 0.2, [r.ndcg["rerank"] for r in rows], 0.4, label="rerank order")
-        right.bar(x + 0.2, [r.ndcg["interpolated"] for r in rows], 0.4, label="interpolated")
-        right.axhline(rows[0].ndcg["first_stage"], color="black", lw=1, ls="--", label="first stage")
-        right.set_xticks(x, names, rotation=25, ha="right", fontsize=8)
-        right.set_ylabel(f"nDCG@10 (rerank top {self.quality_depth})")
-        right.set_ylim(0, 1)
-        right.legend(fontsize=8, loc="lower right")
-        fig.suptitle(
-            f"Rerank speed and quality: {self.queries} test queries of {Path(self.dataset).name}, "
-            f"{self.machine}",
-            fontsize=10,
-        )
-        fig.tight_layout()
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
 
 
 def torch_model_for_bench(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -197,3 +198,77 @@ def test_eval_prints_a_json_report_and_writes_a_chart(env: Path) -> None:
     assert report["queries"] == 5 and "hybrid-zscore+rerank@3" in report["systems"]
     assert (env / "eval" / "eval-demo_data-test.png").stat().st_size > 0
     assert (env / "eval" / "eval-demo_data-test.json").is_file()
+
+
+def test_eval_table_through_a_pipe_keeps_each_system_name_on_one_line(
+    env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hybrid_rerank.connector.lab.demo import demo_data_dir
+
+    monkeypatch.setenv("RERANK_INTERPOLATION", "0.4")  # adds the longest name: "... interpolated w=0.4"
+    script = Path(sys.executable).with_name("hybrid-rerank")
+    assert script.is_file(), f"the console script is not installed beside {sys.executable}"
+    process = subprocess.run(
+        [str(script), "eval", str(demo_data_dir()), "--max-queries", "4", "--rerank-depth", "3"],
+        capture_output=True,  # stdout and stderr are pipes, as in a log or CI
+        text=True,
+        env={**os.environ},
+        timeout=600,
+        check=False,
+    )
+    assert process.returncode == 0, process.stderr[-3000:]
+    lines = process.stdout.splitlines()
+    long_name = "hybrid-zscore+rerank@3 interpolated w=0.4"
+    row = next((line for line in lines if long_name in line), None)
+    assert row is not None, process.stdout
+    assert len(re.findall(r"│ +[01]\.\d{4} ", row)) == 5 and "…" not in process.stdout  # 5 whole metrics
+    assert any(line.startswith("│ hybrid-zscore+rerank@3 ") for line in lines)
+    assert "report: eval-results/eval-demo_data-test.json" in process.stdout
+    assert (env / "eval-results" / "eval-demo_data-test.png").stat().st_size > 0
+    # Progress lines in the log carry a rate and an ETA.
+    assert "ETA" in process.stderr and "first stage: 4/4 queries" in process.stderr
+
+
+def test_bench_rerank_writes_its_report_and_a_whole_table(env: Path, tiny_cross_encoder_dir: Path) -> None:
+    from hybrid_rerank.connector.lab.demo import demo_data_dir
+
+    done = runner.invoke(
+        app,
+        [
+            "bench",
+            "rerank",
+            str(demo_data_dir()),
+            "--queries",
+            "2",
+            "--depth",
+            "3",
+            "--quality-depth",
+            "2",
+            "--max-length",
+            "32",
+            "--out",
+            str(env / "bench"),
+        ],
+    )
+    assert done.exit_code == 0, done.output
+    report = json.loads((env / "bench" / "bench-rerank.json").read_text(encoding="utf-8"))
+    assert report["benchmark"] == "rerank" and report["trained_model"] is True and report["pairs"] == 6
+    names = [row["name"] for row in report["results"]]
+    assert names[0] == "baseline CrossEncoder.predict fp32" and "ours onnx int8" in names
+    assert (env / "bench" / "bench-rerank.png").stat().st_size > 0
+    for name in names:  # each variant on its own table line, whole
+        assert any(line.startswith(f"│ {name} ") for line in done.stdout.splitlines()), done.stdout
+
+
+def test_brackets_in_documents_and_errors_are_printed_as_text(tmp_path: Path) -> None:
+    """Rich would read `[1]` or `[bold]` in a document or an error as markup and drop it (or fail)."""
+    path = tmp_path / "docs.jsonl"
+    record = {"_id": "cite", "title": "[bold]Moon[/bold] phases [1]", "text": "The moon [2] shows phases."}
+    path.write_text(json.dumps(record) + "\n" + '{"_id": "[x]", "text": ""}\n', encoding="utf-8")
+    env = {"DATA_DIR": str(tmp_path / "data"), "RERANK_MODEL": "none"}
+    indexed = runner.invoke(app, ["index", str(path), "--skip-invalid"], env=env)
+    assert indexed.exit_code == 0, indexed.output
+    assert "(id '[x]'): empty text" in indexed.output
+    searched = runner.invoke(app, ["search", "moon [phases]", "-k", "1"], env=env)
+    assert searched.exit_code == 0, searched.output
+    assert "[bold]Moon[/bold] phases [1]" in searched.output and "'moon [phases]'" in searched.output

@@ -61,6 +61,12 @@ def test_unknown_top_level_fields_become_metadata(tmp_path: Path) -> None:
         ('{"_id": "b", "text": "t", "title": ["x"]}', "'title' must be a string, got a list"),
         ('{"_id": "b", "text": "t", "metadata": "x"}', "'metadata' must be an object, got str"),
         ('{"_id": "b", "text": "t", "metadata": {"k": {"deep": 1}}}', "metadata field 'k' must be a string"),
+        (
+            '{"_id": "b", "text": "t", "metadata": {"k": [{"deep": 1}]}}',
+            "metadata field 'k' must be a string",
+        ),
+        ('{"_id": "b", "text": "t", "metadata": {"k": [[1, 2]]}}', "metadata field 'k' must be a string"),
+        ('{"_id": "b", "text": "t", "metadata": {"k": [1, null]}}', "metadata field 'k' must be a string"),
         ('{"_id": "a", "text": "again"}', "line 2 (id 'a'): duplicate id, first seen at line 1"),
     ],
 )

@@ -13,6 +13,8 @@ from hybrid_rerank.connector.lab.demo import demo_data_dir
 from hybrid_rerank.connector.lab.evaluation import load_beir, run_eval
 from hybrid_rerank.connector.settings import load_settings
 
+RESULTS = Path(__file__).resolve().parents[2] / "docs" / "results"
+
 
 @pytest.fixture
 def settings_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_cross_encoder_dir: Path) -> Path:
@@ -30,7 +32,7 @@ def test_every_system_is_scored_and_a_second_run_reuses_the_embeddings(
 ) -> None:
     settings = load_settings()
     first = run_eval(settings, demo_data_dir(), rerank_depth=5, embedder=embedder)
-    assert set(first["systems"]) == {
+    assert set(first.systems) == {
         "bm25",
         "dense",
         "hybrid-rrf",
@@ -38,21 +40,27 @@ def test_every_system_is_scored_and_a_second_run_reuses_the_embeddings(
         "hybrid-zscore",
         "hybrid-zscore+rerank@5",
     }
-    assert first["queries"] == 32 and first["rerank_failures"] == []
-    for metrics in first["systems"].values():
+    assert first.queries == 32 and first.rerank_failures == ()
+    for metrics in first.systems.values():
         assert set(metrics) == {"ndcg@10", "mrr@10", "recall@100", "hit@1", "hit@10"}
         assert all(0.0 <= value <= 1.0 for value in metrics.values())
-    assert first["systems"]["hybrid-zscore"]["recall@100"] >= first["systems"]["bm25"]["recall@100"]
+    assert first.systems["hybrid-zscore"]["recall@100"] >= first.systems["bm25"]["recall@100"]
     # Reranking only reorders the top 5: recall@100 cannot change.
     assert (
-        first["systems"]["hybrid-zscore+rerank@5"]["recall@100"]
-        == first["systems"]["hybrid-zscore"]["recall@100"]
+        first.systems["hybrid-zscore+rerank@5"]["recall@100"] == first.systems["hybrid-zscore"]["recall@100"]
     )
-    assert not first["embedding_cache_hit"] and first["index_built"]
+    assert not first.embedding_cache_hit and first.index_built
 
     second = run_eval(settings, demo_data_dir(), rerank_depth=5, embedder=embedder)
-    assert second["embedding_cache_hit"] and not second["index_built"]
-    assert second["systems"] == first["systems"]
+    assert second.embedding_cache_hit and not second.index_built
+    assert second.systems == first.systems
+
+    # The file keeps the keys of the reports the README cites, with the values of the run.
+    written = first.to_json()
+    published = json.loads((RESULTS / "eval-scifact-test.json").read_text(encoding="utf-8"))
+    assert list(written) == list(published)
+    assert written["rerank_failures"] == [] and written["rerank_weight"] == first.rerank_weight == 1.0
+    assert written["systems"] == first.systems and written["queries"] == 32
 
 
 def test_query_metadata_is_never_read(settings_env: Path, embedder: Embedder) -> None:
@@ -67,7 +75,7 @@ def test_query_metadata_is_never_read(settings_env: Path, embedder: Embedder) ->
     settings = load_settings(rerank_model="none")
     clean = run_eval(settings, demo_data_dir(), embedder=embedder)
     leaked = run_eval(settings, leaky, embedder=embedder)
-    assert leaked["systems"] == clean["systems"]
+    assert leaked.systems == clean.systems
 
 
 def test_a_missing_split_is_a_clear_error(settings_env: Path) -> None:

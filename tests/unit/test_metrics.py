@@ -16,6 +16,15 @@ def test_ndcg_hand_computed_with_graded_relevance() -> None:
     assert ndcg_at_k(ranking, {}, 10) == 0.0
 
 
+def test_the_ideal_ranking_is_cut_at_k_too() -> None:
+    """Four relevant documents, k = 2: two relevant at the top is a perfect top 2 (1.0). An ideal DCG over
+    all four (1 + 0.6309 + 0.5 + 0.4307) would give 1.6309 / 2.5616 = 0.6367."""
+    qrels = {"a": 1, "b": 1, "c": 1, "d": 1}
+    assert ndcg_at_k(["a", "b", "x"], qrels, 2) == pytest.approx(1.0)
+    # k = 3, ranking a, x, b: (1 + 1/2) / (1 + 1/log2(3) + 1/2) = 1.5 / 2.1309.
+    assert ndcg_at_k(["a", "x", "b"], qrels, 3) == pytest.approx(1.5 / (1.5 + 1 / math.log2(3)))
+
+
 def test_mrr_recall_and_hit_rate() -> None:
     qrels = {"a": 1, "b": 1}
     ranking = ["x", "y", "a", "b"]

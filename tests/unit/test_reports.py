@@ -11,9 +11,11 @@ from rich.console import Console
 
 from hybrid_rerank.connector.lab.bench_celery import CeleryBenchReport
 from hybrid_rerank.connector.lab.bench_rerank import RerankBenchReport, RerankRow, Variant
+from hybrid_rerank.connector.lab.bench_stack import IndexBenchReport
 from hybrid_rerank.connector.lab.evaluation import EvalReport
-from hybrid_rerank.connector.lab.reports import write_report
+from hybrid_rerank.connector.lab.reports import Report, write_report
 
+RESULTS = Path(__file__).resolve().parents[2] / "docs" / "results"
 LONG = "hybrid-zscore+rerank@30 interpolated w=0.4"
 METRICS = {"ndcg@10": 0.5, "mrr@10": 0.6, "recall@100": 0.9, "hit@1": 0.4, "hit@10": 0.8}
 
@@ -72,7 +74,7 @@ def rerank_report() -> RerankBenchReport:
     )
 
 
-def rendered(table_owner: EvalReport | RerankBenchReport, width: int) -> list[str]:
+def rendered(table_owner: Report, width: int) -> list[str]:
     stream = io.StringIO()
     # As write_report prints it: a table wider than the console runs past the edge, never loses columns.
     Console(file=stream, width=width, force_terminal=False).print(table_owner.table(), crop=False)
@@ -82,7 +84,7 @@ def rendered(table_owner: EvalReport | RerankBenchReport, width: int) -> list[st
 @pytest.mark.parametrize("width", [60, 200])
 def test_eval_table_keeps_long_system_names_on_one_line(width: int) -> None:
     lines = rendered(eval_report(), width)
-    assert any(LONG in line and line.count("0.") == 5 for line in lines), "\n".join(lines)
+    assert any(LONG in line and line.count("0.") == 6 for line in lines), "\n".join(lines)  # w=0.4, 5 figures
     assert any("bm25" in line and "0.5000" in line and "0.8000" in line for line in lines)
 
 
@@ -149,3 +151,23 @@ def test_celery_report_keeps_samples_in_the_file_not_on_stdout(tmp_path: Path) -
     assert written["overhead_ms"] == {"p50": 3.0, "p95": 6.0, "mean": 4.0}
     assert written["paired_overhead_ms"]["p50"] == 3.0  # median of 3, 3, 6
     assert written["ratio"]["p50"] == pytest.approx(1.3)
+
+
+def test_index_report_takes_the_best_round_of_each_side(tmp_path: Path) -> None:
+    report = IndexBenchReport(
+        machine="m",
+        dataset="/data/scifact",
+        documents=1000,
+        rounds=2,
+        ours_seconds=(2.0, 1.0),
+        raw_seconds=(1.5, 2.5),
+    )
+    written = report.to_json()
+    published = json.loads((RESULTS / "bench-index.json").read_text(encoding="utf-8"))
+    assert list(written) == list(published)
+    assert written["ours_docs_per_s"] == 1000.0 and written["raw_streaming_bulk_docs_per_s"] == 1000 / 1.5
+    assert written["ratio"] == 1.5 and written["ours_seconds"] == [2.0, 1.0]
+    lines = rendered(report, 60)
+    assert any(line.startswith("│ ours (bulk_index + commit) ") and "x1.50" in line for line in lines)
+    report.plot(tmp_path / "index.png")
+    assert (tmp_path / "index.png").stat().st_size > 0
