@@ -11,6 +11,8 @@ from hybrid_rerank.workers.errors import ConfigurationError
 from hybrid_rerank.workers.protocol import queue_for
 from hybrid_rerank.workers.settings import WorkerSettings
 
+PROCESS_START_TIMEOUT_S = 300.0
+
 
 def make_app(settings: WorkerSettings, *, fail_fast: bool = False) -> Celery:
     """`fail_fast` is for the searching side: with the broker down it gives up at once (search then degrades
@@ -32,6 +34,10 @@ def make_app(settings: WorkerSettings, *, fail_fast: bool = False) -> Celery:
         task_track_started=True,
         worker_prefetch_multiplier=1,  # long tasks: never hold a second one while scoring the first
         worker_max_tasks_per_child=None,  # keep the loaded model
+        # A pool process loads the model before it reports up (worker_process_init). Celery's default of 4 s
+        # kills a replacement process still loading its model, and the next, and so on: a worker that lost
+        # one process never served again (seen under load with a MiniLM-size model).
+        worker_proc_alive_timeout=PROCESS_START_TIMEOUT_S,
         task_default_queue=queue_for(settings.rerank_model),
         result_expires=settings.rerank_result_ttl_s,
         broker_transport_options={

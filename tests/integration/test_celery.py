@@ -23,7 +23,7 @@ from hybrid_rerank.connector.settings import Settings, load_settings
 from hybrid_rerank.workers.client import CeleryReranker, InProcessReranker
 from hybrid_rerank.workers.factory import make_celery_reranker
 from hybrid_rerank.workers.local import WorkerProcess
-from hybrid_rerank.workers.protocol import TASK_NAME, Candidate
+from hybrid_rerank.workers.protocol import TASK_NAME, Candidate, RerankRequest, encode_request
 from hybrid_rerank.workers.scorer import CrossEncoderScorer
 from tests.conftest import REPO
 from tests.tiny_models import build_tiny_cross_encoder
@@ -127,7 +127,8 @@ def test_a_repeated_query_is_served_from_the_score_cache(
     fast: tuple[CeleryReranker, WorkerProcess, Path],
 ) -> None:
     reranker, _, _ = fast
-    payload = reranker.payload("cache me " + str(time.time()), CANDIDATES)
+    request = RerankRequest("cache me " + str(time.time()), CANDIDATES, reranker.model)
+    payload = encode_request(request, reranker.max_chars)
     first, second = raw_task(reranker, payload), raw_task(reranker, payload)
     assert first["cached"] == 0 and second["cached"] == len(CANDIDATES)
     assert second["scores"] == first["scores"]

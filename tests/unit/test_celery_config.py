@@ -24,6 +24,7 @@ def test_json_only_late_acks_and_one_task_at_a_time(settings: Settings) -> None:
     assert list(conf.accept_content) == ["json"] and list(conf.result_accept_content) == ["json"]
     assert conf.task_acks_late and conf.task_reject_on_worker_lost
     assert conf.worker_prefetch_multiplier == 1
+    assert conf.worker_proc_alive_timeout >= 60  # a replacement pool process has time to load its model
     assert conf.broker_transport_options["visibility_timeout"] == 120
     assert conf.result_expires == 3600
     assert conf.task_default_queue == queue_for("/models/ms-marco-MiniLM-L-6-v2")
