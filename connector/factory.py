@@ -4,31 +4,44 @@ settings; the rerank side is built by the workers' own factory from the same set
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from hybrid_rerank.connector.backends.base import Backend
 from hybrid_rerank.connector.embedder import Embedder
+from hybrid_rerank.connector.errors import ConfigurationError
 from hybrid_rerank.connector.pipeline import SearchOptions, SearchPipeline
 from hybrid_rerank.connector.settings import Settings
 from hybrid_rerank.workers import factory as workers_factory
 from hybrid_rerank.workers.client import Reranker
 from hybrid_rerank.workers.scorer import CrossEncoderScorer
 
+if TYPE_CHECKING:
+    from opensearchpy import OpenSearch
+
+
+def opensearch_client(settings: Settings) -> OpenSearch:
+    """A client for OPENSEARCH_URL with the configured credentials, TLS verification and timeout."""
+    from hybrid_rerank.connector.backends.opensearch import make_client
+
+    if settings.opensearch_url is None:
+        raise ConfigurationError("OPENSEARCH_URL is not set")
+    password = settings.opensearch_password
+    return make_client(
+        settings.opensearch_url,
+        username=settings.opensearch_username,
+        password=password.get_secret_value() if password is not None else None,
+        verify_certs=settings.opensearch_verify_certs,
+        timeout=settings.opensearch_timeout,
+    )
+
 
 def open_backend(settings: Settings, index_name: str | None = None) -> Backend:
     name = index_name or settings.index_name
-    if settings.uses_opensearch:
-        from hybrid_rerank.connector.backends.opensearch import OpenSearchBackend, make_client
+    if settings.opensearch_url is not None:
+        from hybrid_rerank.connector.backends.opensearch import OpenSearchBackend
 
-        assert settings.opensearch_url is not None
-        password = settings.opensearch_password
-        client = make_client(
-            settings.opensearch_url,
-            username=settings.opensearch_username,
-            password=password.get_secret_value() if password is not None else None,
-            verify_certs=settings.opensearch_verify_certs,
-            timeout=settings.opensearch_timeout,
-        )
         return OpenSearchBackend(
-            client,
+            opensearch_client(settings),
             name,
             url=settings.opensearch_url,
             analyzer=settings.opensearch_analyzer,

@@ -239,7 +239,7 @@ def run_index_bench(
     from opensearchpy import helpers
 
     from hybrid_rerank.connector.backends import opensearch_bodies as bodies
-    from hybrid_rerank.connector.factory import make_embedder, open_backend
+    from hybrid_rerank.connector.factory import make_embedder, open_backend, opensearch_client
     from hybrid_rerank.mappings import index_body
 
     if not settings.opensearch_url:
@@ -251,14 +251,15 @@ def run_index_bench(
     vectors, _ = cached_embeddings(embedder, benchmark.documents, settings.data_dir / "embedding-cache")
     documents = benchmark.documents[:n_docs] if n_docs else benchmark.documents
     vectors = vectors[: len(documents)]
+    client = opensearch_client(settings)  # the baseline's, and to drop each round's index
     ours_s: list[float] = []
     raw_s: list[float] = []
     for round_ in range(rounds):
         for which in ("raw", "ours") if round_ % 2 == 0 else ("ours", "raw"):
             name = f"bench-{which}-{uuid.uuid4().hex[:8]}"
-            backend: Any = open_backend(settings, name)
             log(f"round {round_ + 1}: {which} writing {len(documents)} documents")
             if which == "ours":
+                backend = open_backend(settings, name)
                 backend.create_index(embedder.model_name, int(vectors.shape[1]))
                 started = time.perf_counter()
                 report = backend.bulk_index(documents, vectors)
@@ -266,9 +267,8 @@ def run_index_bench(
                 ours_s.append(time.perf_counter() - started)
                 if not report.ok:
                     raise ConfigurationError(f"bulk write failed during the benchmark: {report.failures[:3]}")
-                backend.client.indices.delete(index=f"{name}-v*")
+                client.indices.delete(index=f"{name}-v*")
             else:
-                client = backend.client
                 body = index_body(
                     dimension=int(vectors.shape[1]),
                     embedding_model=embedder.model_name,
