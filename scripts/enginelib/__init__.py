@@ -6,6 +6,7 @@ modules take their paths, environment variable names and names for messages as a
            dependencies, unpack zips
   java     pick a JDK for the engine version
   process  pids, dropping root, stopping, HTTP health and port checks, log tails, lock and state files
+  instances  named nodes beside the default one (own run/logs/tmp/data), extra settings in a copied config
 The engine-specific part (artifact list, modules, config, assembly) is a module of its own, e.g. opensearch.
 
 Python 3 standard library only: the scripts run before any virtualenv exists. The scripts import it by

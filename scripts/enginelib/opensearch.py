@@ -28,6 +28,8 @@ DEFAULT_VERSION = "2.19.6"
 DEFAULT_NEURAL = "1"
 RECIPE = 3  # bump when the assembly recipe changes: forces a rebuild of the distribution
 CLUSTER_NAME = "local-opensearch"
+INSTANCE_VAR = "OPENSEARCH_INSTANCE"  # a named node beside the default one (enginelib.instances)
+EXTRA_SETTINGS_VAR = "OPENSEARCH_EXTRA_SETTINGS"  # lines appended to the node's opensearch.yml
 
 # SHA-256 of artifacts for which Maven Central publishes no checksum file (the 2.19.6.0 plugin zips),
 # recorded from the files Maven Central served when this script was written. The server zip is pinned too.
@@ -130,8 +132,10 @@ def home_dir(ver: str, var: str) -> Path:
     return WORK / "dist" / f"opensearch-{ver}-{var}"
 
 
-def data_dir(ver: str, var: str) -> Path:
-    return WORK / "data" / f"{ver}-{var}"
+def data_dir(ver: str, var: str, base: Path = WORK / "data") -> Path:
+    """`base`: the data folder of the node's instance (enginelib.instances); the default node's is
+    <work>/data."""
+    return base / f"{ver}-{var}"
 
 
 def pick_java(ver: str) -> Path:
@@ -258,12 +262,12 @@ def configure(home: Path, ver: str, var: str) -> None:
     jvm.write_text(text)
 
 
-def cli_env(java_home: Path) -> dict[str, str]:
-    """The environment for bin/opensearch and bin/opensearch-plugin."""
+def cli_env(java_home: Path, tmp: Path = TMP) -> dict[str, str]:
+    """The environment for bin/opensearch and bin/opensearch-plugin (`tmp`: the node's temporary folder)."""
     env = dict(os.environ)
     env.pop("JAVA_HOME", None)
     env["OPENSEARCH_JAVA_HOME"] = str(java_home)
-    env["OPENSEARCH_TMPDIR"] = str(TMP)
+    env["OPENSEARCH_TMPDIR"] = str(tmp)
     env.pop("OPENSEARCH_PATH_CONF", None)
     env.pop("JAVA_TOOL_OPTIONS", None)
     env.pop("JAVA_OPTS", None)

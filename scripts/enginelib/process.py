@@ -44,15 +44,19 @@ def cmdline(pid: int) -> list[str]:
         return []
 
 
-def pids_with_arg(prefix: str) -> list[int]:
+def pids_with_arg(prefix: str, exact: str | None = None) -> list[int]:
     """Live processes (other than this one) with an argument starting with `prefix`, e.g. the
-    `-Dopensearch.path.home=<work>/dist/` that the launcher gives the node's JVM."""
+    `-Dopensearch.path.home=<work>/dist/` that the launcher gives the node's JVM, and, when `exact` is given,
+    also an argument equal to it (e.g. the `-Epath.logs=...` that tells one node of a work folder from
+    another)."""
     pids = []
     for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        args = cmdline(int(entry))
         if (
-            entry.isdigit()
-            and int(entry) != os.getpid()
-            and any(a.startswith(prefix) for a in cmdline(int(entry)))
+            any(a.startswith(prefix) for a in args)
+            and (exact is None or exact in args)
             and pid_alive(int(entry))
         ):
             pids.append(int(entry))

@@ -4,7 +4,8 @@ the alias, both hybrid modes and pagination."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import Literal
 
 import numpy as np
 import pytest
@@ -14,10 +15,14 @@ from hybrid_rerank.connector.backends.opensearch import OpenSearchBackend
 from hybrid_rerank.connector.documents import Document
 from hybrid_rerank.connector.embedder import Embedder
 from hybrid_rerank.connector.errors import BackendUnavailableError, IndexMismatchError, IndexMissingError
+from hybrid_rerank.connector.fusion import FusionMethod
 from hybrid_rerank.connector.indexing import index_documents
 from hybrid_rerank.connector.pipeline import SearchOptions, SearchPipeline
+from hybrid_rerank.workers.client import Reranker
+from hybrid_rerank.workers.protocol import Candidate, RerankOutcome
 
 pytestmark = pytest.mark.integration
+HybridMode = Literal["client", "server"]
 
 DOCS = [
     Document(
@@ -191,22 +196,57 @@ def test_hybrid_search_both_ways(
 
 
 def test_hybrid_modes_agree_on_scores_per_leg(indexed: OpenSearchBackend, embedder: Embedder) -> None:
-    client_side = SearchPipeline(indexed, embedder, None, SearchOptions(recall_depth=10, fusion="minmax"))
-    server_side = SearchPipeline(
-        indexed, embedder, None, SearchOptions(recall_depth=10, fusion="minmax", hybrid_mode="server")
+    """Each hit carries the score of every leg that found it, equal to the engine's own leg (client mode reads
+    the legs, server mode the fusion's explanation), and no score where the leg did not find it."""
+    query = "moon tides"
+    bm25 = {h.document.id: h.score for h in indexed.bm25(query, 10)}
+    knn = {h.document.id: h.score for h in indexed.knn(embedder.embed_query(query), 10)}
+    everything = {d.id for d in DOCS}
+    assert bm25.keys() == {"tides", "moon", "eclipse"} and knn.keys() == everything
+    modes: tuple[HybridMode, ...] = ("client", "server")
+    for mode in modes:
+        options = SearchOptions(recall_depth=10, fusion="minmax", hybrid_mode=mode)
+        hits = SearchPipeline(indexed, embedder, None, options).search(query, k=10, rerank=False).hits
+        assert {h.id for h in hits} == everything, mode
+        with_bm25 = {h.id: h.bm25_score for h in hits if h.bm25_score is not None}
+        assert with_bm25 == pytest.approx(bm25, rel=1e-4), mode  # the BM25 matches, and only them
+        assert {h.id: h.vector_score for h in hits} == pytest.approx(knn, abs=1e-4), mode
+
+
+class KnownReranker(Reranker):
+    """Deterministic scores, given per document; records the head of every call."""
+
+    description = "known"
+
+    def __init__(self, scores: dict[str, float]) -> None:
+        self.scores = scores
+        self.heads: list[list[str]] = []
+
+    def rerank(self, query: str, candidates: Sequence[Candidate]) -> RerankOutcome:
+        self.heads.append([c.id for c in candidates])
+        return RerankOutcome({c.id: self.scores[c.id] for c in candidates}, model="known")
+
+
+@pytest.mark.parametrize(("mode", "fusion"), [("client", "zscore"), ("server", "minmax")])
+def test_pages_never_repeat(
+    indexed: OpenSearchBackend, embedder: Embedder, mode: HybridMode, fusion: FusionMethod
+) -> None:
+    """With reranking on and a head (3) that spans pages of 2: the pages are slices of one search."""
+    reranker = KnownReranker({d.id: float(i) for i, d in enumerate(DOCS)})  # later in DOCS scores higher
+    options = SearchOptions(
+        recall_depth=10, rerank_depth=3, rerank_weight=1.0, hybrid_mode=mode, fusion=fusion
     )
-    a = {h.id: h for h in client_side.search("moon tides", k=5, rerank=False).hits}
-    b = {h.id: h for h in server_side.search("moon tides", k=5, rerank=False).hits}
-    for doc_id in a.keys() & b.keys():
-        if a[doc_id].bm25_score is not None and b[doc_id].bm25_score is not None:
-            assert a[doc_id].bm25_score == pytest.approx(b[doc_id].bm25_score, rel=1e-4)
-        if a[doc_id].vector_score is not None and b[doc_id].vector_score is not None:
-            assert a[doc_id].vector_score == pytest.approx(b[doc_id].vector_score, abs=1e-4)
-
-
-def test_pages_never_repeat(indexed: OpenSearchBackend, embedder: Embedder) -> None:
-    pipeline = SearchPipeline(indexed, embedder, None, SearchOptions(recall_depth=10))
-    pages = [pipeline.search("moon", k=2, offset=offset, rerank=False).hits for offset in (0, 2, 4)]
-    ids = [h.id for page in pages for h in page]
+    pipeline = SearchPipeline(indexed, embedder, reranker, options)
+    first_stage = [h.id for h in pipeline.search("moon", k=6, rerank=False).hits]
+    whole = pipeline.search("moon", k=6)
+    assert whole.reranked and [h.id for h in whole.hits[:3]] != first_stage[:3]  # the rerank reorders
+    reranker.heads.clear()
+    pages = [pipeline.search("moon", k=2, offset=offset) for offset in (0, 2, 4)]
+    assert all(page.reranked for page in pages)
+    hits = [h for page in pages for h in page.hits]
+    ids = [h.id for h in hits]
     assert len(ids) == len(set(ids)) == 6
-    assert [h.rank for page in pages for h in page] == [1, 2, 3, 4, 5, 6]
+    assert [h.rank for h in hits] == [1, 2, 3, 4, 5, 6]
+    assert ids == [h.id for h in whole.hits]
+    assert [(h.score, h.rerank_score) for h in hits] == [(h.score, h.rerank_score) for h in whole.hits]
+    assert reranker.heads == [first_stage[:3]] * 3  # every page reranked the same head

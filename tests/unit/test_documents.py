@@ -153,3 +153,52 @@ def test_missing_or_unknown_inputs_are_configuration_errors(tmp_path: Path) -> N
 def test_full_text_puts_the_title_first() -> None:
     assert Document("a", "body", "Title").full_text == "Title. body"
     assert Document("a", "body").full_text == "body"
+
+
+@pytest.mark.parametrize(
+    ("line", "record_id", "message"),
+    [
+        ('{"_id": {"x": 1}, "text": "t"}', None, "'_id' must be a string or an integer, got an object"),
+        ('{"id": null, "text": "t"}', None, "'id' must be a string or an integer, got null"),
+        ('{"_id": "b", "text": null}', "b", "missing 'text'"),
+        ('{"_id": "b", "text": ["t"]}', "b", "'text' must be a string, got a list"),
+        ('{"_id": "b", "text": "t", "title": 5}', "b", "'title' must be a string, got int"),
+        ('{"_id": "b", "text": "t", "metadata": ["x"]}', "b", "'metadata' must be an object, got a list"),
+        (
+            '{"_id": "b", "text": "t", "lang": "en", "metadata": {"lang": "fr"}}',
+            "b",
+            "field 'lang' is both top-level and in 'metadata'",
+        ),
+        (
+            '{"_id": "b", "text": "t", "metadata": {"k": {"deep": 1}}}',
+            "b",
+            "metadata field 'k' must be a string, number, boolean or a list of those, got an object",
+        ),
+        (
+            '{"_id": "b", "text": "t", "k": [[1]]}',
+            "b",
+            "metadata field 'k' must be a string, number, boolean or a list of those, got a list",
+        ),
+    ],
+)
+def test_each_validation_error_names_the_record_and_says_exactly_why(
+    tmp_path: Path, line: str, record_id: str | None, message: str
+) -> None:
+    path = write_jsonl(tmp_path / "docs.jsonl", [good("a"), line])
+    result = load_documents(path, skip_invalid=True)
+    assert [d.id for d in result.documents] == ["a"]
+    assert [(e.line, e.record_id, e.message) for e in result.errors] == [(2, record_id, message)]
+
+
+def test_null_title_and_metadata_mean_absent_and_scalars_lists_and_null_are_metadata(tmp_path: Path) -> None:
+    record = {"_id": 5, "text": "t", "title": None, "metadata": None, "n": None, "tags": ["a", 1, 2.5, True]}
+    path = write_jsonl(tmp_path / "docs.jsonl", [json.dumps(record)])
+    assert load_documents(path).documents == [
+        Document("5", "t", "", {"n": None, "tags": ["a", 1, 2.5, True]})
+    ]
+
+
+def test_a_document_as_json_has_every_field() -> None:
+    document = Document("d1", "body", "Title", {"k": ["v", 1]})
+    assert document.to_json() == {"_id": "d1", "title": "Title", "text": "body", "metadata": {"k": ["v", 1]}}
+    assert document.to_json()["metadata"] is not document.metadata  # a copy

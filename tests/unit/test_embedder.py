@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -51,9 +52,79 @@ def test_unknown_backend_is_refused() -> None:
         Embedder("all-MiniLM-L6-v2", backend="tpu")  # type: ignore[arg-type]
 
 
-def test_auto_picks_bf16_only_where_it_runs_natively() -> None:
+def fake_machine(
+    monkeypatch: pytest.MonkeyPatch, cpuinfo: str | None, gpu: bool = False, gpu_bf16: bool = False
+) -> None:
+    """This process sees `cpuinfo` as /proc/cpuinfo (None: unreadable) and a GPU or none."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpu)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *_, **__: gpu_bf16)
+    real_read_text = Path.read_text
+
+    def read_text(self: Path, *args: Any, **kwargs: Any) -> str:
+        if str(self) != "/proc/cpuinfo":
+            return real_read_text(self, *args, **kwargs)
+        if cpuinfo is None:
+            raise PermissionError(13, "Permission denied", str(self))
+        return cpuinfo
+
+    monkeypatch.setattr(Path, "read_text", read_text)
+
+
+def cpuinfo_with(flags: str) -> str:
+    return "".join(
+        f"processor\t: {cpu}\nmodel name\t: Some CPU\nflags\t\t: fpu vme sse2 avx2 {flags}\n\n"
+        for cpu in (0, 1)
+    )
+
+
+@pytest.mark.parametrize(
+    ("flags", "native"),
+    [
+        ("avx512f avx512bw avx512_vnni", False),  # AVX-512 without its bf16 extension
+        ("avx512f avx512_bf16", True),
+        ("amx_tile amx_bf16 amx_int8", True),
+        ("", False),
+    ],
+)
+def test_bf16_is_detected_from_the_cpu_flags_without_a_gpu(
+    monkeypatch: pytest.MonkeyPatch, flags: str, native: bool
+) -> None:
     from hybrid_rerank.connector.embedder import resolve_embedding_backend
     from hybrid_rerank.workers.runtime.runners import bf16_available
 
-    assert resolve_embedding_backend("auto") == ("torch-bf16" if bf16_available() else "torch")
-    assert resolve_embedding_backend("onnx-int8") == "onnx-int8"
+    fake_machine(monkeypatch, cpuinfo_with(flags))
+    assert bf16_available() is native
+    assert resolve_embedding_backend("auto") == ("torch-bf16" if native else "torch")
+    assert resolve_embedding_backend("onnx-int8") == "onnx-int8"  # an explicit backend is kept
+
+
+def test_bf16_on_a_gpu_is_what_the_gpu_says_and_unreadable_cpuinfo_means_no(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from hybrid_rerank.workers.runtime.runners import bf16_available
+
+    fake_machine(monkeypatch, cpuinfo_with("avx512_bf16"), gpu=True, gpu_bf16=False)
+    assert bf16_available() is False  # the GPU runs the model: the CPU's flags do not count
+    fake_machine(monkeypatch, cpuinfo_with(""), gpu=True, gpu_bf16=True)
+    assert bf16_available() is True
+    fake_machine(monkeypatch, None)
+    assert bf16_available() is False
+
+
+def test_bf16_detection_matches_this_machines_cpu_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Against the real /proc/cpuinfo, read here on its own: the flags lines, split into words."""
+    from hybrid_rerank.workers.runtime.runners import bf16_available
+
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        pytest.skip("no /proc/cpuinfo on this system")
+    flags = {
+        word
+        for line in cpuinfo.read_text(encoding="utf-8").splitlines()
+        if line.split(":")[0].strip() == "flags"
+        for word in line.split(":", 1)[1].split()
+    }
+    fake_machine(monkeypatch, cpuinfo.read_text(encoding="utf-8"))  # the real flags, and no GPU
+    assert bf16_available() is bool(flags & {"avx512_bf16", "amx_bf16"})

@@ -67,3 +67,20 @@ def test_metrics_agree_with_trec_eval() -> None:
     assert ours["hit@1"] == pytest.approx(mean("success_1", reference), abs=1e-9)
     assert ours["hit@10"] == pytest.approx(mean("success_10", reference), abs=1e-9)
     assert ours["mrr@10"] == pytest.approx(mean("recip_rank", reference_rr), abs=1e-9)
+
+
+def test_a_judged_non_relevant_document_is_not_relevant() -> None:
+    # BEIR qrels may list grade-0 documents: they count for neither recall's denominator nor the ideal DCG.
+    qrels = {"a": 1, "b": 0, "c": 0}
+    assert recall_at_k(["a"], qrels, 10) == 1.0
+    assert ndcg_at_k(["a", "b"], qrels, 10) == 1.0
+    assert mrr_at_k(["b", "a"], qrels, 10) == 0.5
+    assert hit_rate_at_k(["b", "c"], qrels, 10) == 0.0
+
+
+def test_nothing_relevant_scores_zero_everywhere() -> None:
+    qrels = {"a": 0}
+    assert recall_at_k(["a"], qrels, 10) == 0.0
+    assert ndcg_at_k(["a"], qrels, 10) == 0.0
+    assert mrr_at_k(["a"], qrels, 10) == 0.0
+    assert hit_rate_at_k(["a"], qrels, 10) == 0.0

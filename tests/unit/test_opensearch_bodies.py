@@ -205,3 +205,115 @@ def test_the_size_bound_never_underestimates(text: str) -> None:
     vector = np.array([-1.2345678901234567e-300, 0.1, -0.3333333333333333, 1e300], dtype=np.float64)
     action = next(bodies.bulk_actions("idx", [document], [vector]))
     assert bodies.action_size_bound(action) >= bodies.action_size(action)
+
+
+def test_range_filters_carry_each_bound_given() -> None:
+    assert bodies.filter_clauses({"year": Range(gte=None, lte=2020)}) == [
+        {"range": {"metadata.year": {"lte": 2020}}}
+    ]
+    assert bodies.filter_clauses({"year": Range(gte=2000, lte=2020)}) == [
+        {"range": {"metadata.year": {"gte": 2000, "lte": 2020}}}
+    ]
+
+
+def test_the_hybrid_body_is_exactly_this() -> None:
+    vector = np.array([1.0, 0.0], dtype=np.float32)
+    assert bodies.hybrid_body("q", vector, 9, None, title_boost=3.0) == {
+        "size": 9,
+        "_source": ["doc_id", "title", "text", "metadata"],
+        "query": {
+            "hybrid": {"queries": [bodies.match_query("q", None, 3.0), bodies.knn_query(vector, 9, None)]}
+        },
+    }
+    assert bodies.hybrid_body("q", vector, 9, None, title_boost=3.0)["query"]["hybrid"]["queries"][0][
+        "multi_match"
+    ]["fields"] == ["title^3", "text"]
+
+
+def test_a_hit_with_missing_fields_reads_as_empty_ones() -> None:
+    assert bodies.document_from_hit({"_id": 7}) == Document("7", "", "", {})
+    assert bodies.document_from_hit({"_id": "a", "_source": {"metadata": None}}) == Document("a", "", "", {})
+    full = {"_id": "a", "_source": {"title": "T", "text": "x", "metadata": {"k": ["v", 1]}}}
+    assert bodies.document_from_hit(full) == Document("a", "x", "T", {"k": ["v", 1]})
+
+
+def test_explanation_details_without_a_value_are_skipped() -> None:
+    explanation = {
+        "details": [
+            {"description": "min_max normalization of:", "details": []},
+            {"description": "min_max normalization of:", "details": [{"description": "no value here"}]},
+            {
+                "description": "min_max normalization of:",
+                "details": [{"value": 2.5, "description": "sum of:"}],
+            },
+        ]
+    }
+    assert bodies.leg_scores_from_explanation(explanation) == (2.5, None)  # no k-NN detail: None, not ""
+    assert bodies.leg_scores_from_explanation({}) == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("op", "doc_id", "reason"),
+    [
+        ({"_id": "a", "status": 400, "error": {}}, "a", "HTTP 400: error: "),
+        ({"_id": "a", "status": 400, "error": {"type": "t"}}, "a", "HTTP 400: t: "),
+        (
+            {
+                "_id": "a",
+                "status": 400,
+                "error": {"type": "t", "reason": "r", "caused_by": {"reason": "deep"}},
+            },
+            "a",
+            "HTTP 400: t: r (: deep)",
+        ),
+        (
+            {"_id": "a", "status": 400, "error": {"type": "t", "reason": "r", "caused_by": "text"}},
+            "a",
+            "HTTP 400: t: r",
+        ),
+        (
+            {"_id": "a", "status": 400, "error": {"type": "t", "reason": "r", "caused_by": {"type": "x"}}},
+            "a",
+            "HTTP 400: t: r",
+        ),
+        ({"_id": "a", "status": 429, "error": "queue full"}, "a", "HTTP 429: queue full"),
+        ({"_id": "a", "status": 500}, "a", "HTTP 500: status 500"),
+        ({"status": 409, "error": None}, "?", "HTTP 409: status 409"),
+        ({"_id": "a"}, "a", "HTTP ?: status None"),
+    ],
+)
+def test_every_bulk_failure_shape_reads_as_one_line(op: dict[str, object], doc_id: str, reason: str) -> None:
+    failure = bodies.failure_from_item({"index": op})
+    assert (failure.doc_id, failure.reason) == (doc_id, reason)
+
+
+def test_a_document_never_goes_out_without_its_vector() -> None:
+    doc = Document("d1", "text")
+    with pytest.raises(ValueError):
+        list(bodies.bulk_actions("idx", [doc, Document("d2", "t")], [np.array([0.5], dtype=np.float32)]))
+
+
+def test_the_size_bound_is_the_documented_formula() -> None:
+    # 128 + 6 bytes per character of id, title and text (2 + 1 + 5) + the metadata's JSON (15 bytes)
+    # + 26 bytes per vector component (3): 128 + 48 + 15 + 78 = 269; the JSON itself is 109 bytes.
+    document = Document("d1", "héllo", "T", {"k": ["v", 1]})
+    action = next(bodies.bulk_actions("idx", [document], [np.array([0.5, -1.0, 0.25], dtype=np.float32)]))
+    assert (bodies.action_size(action), bodies.action_size_bound(action)) == (109, 269)
+
+
+def test_a_response_without_hits_is_an_empty_leg() -> None:
+    assert bodies.parse_leg({}, vector_leg=False) == []
+    assert bodies.parse_leg({"hits": {}}, vector_leg=True) == []
+
+
+def test_both_msearch_legs_carry_the_filters_the_size_and_the_title_boost() -> None:
+    vector = np.array([1.0, 0.0], dtype=np.float32)
+    filters = {"topic": "x"}
+    assert bodies.recall_msearch("q", vector, 5, filters, "idx", title_boost=2.0) == [
+        {"index": "idx"},
+        {"size": 5, "query": bodies.match_query("q", filters, 2.0), "_source": bodies.SOURCE_FIELDS},
+        {"index": "idx"},
+        {"size": 5, "query": bodies.knn_query(vector, 5, filters), "_source": bodies.SOURCE_FIELDS},
+    ]
+    assert bodies.match_query("q", filters, 2.0)["bool"]["must"][0]["multi_match"]["fields"][0] == "title^2"
+    assert "filter" in bodies.knn_query(vector, 5, filters)["knn"]["embedding"]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -62,6 +64,23 @@ class ReverseReranker(Reranker):
         for doc_id in ordered[: self.drop]:
             del scores[doc_id]
         return RerankOutcome(scores, model="reverse", interpolation_weight=self.tuned_weight)
+
+
+class KnownReranker(Reranker):
+    """A reranker whose scores are given: `scores[id]` for each candidate, and `tuned_weight` in its reply."""
+
+    description = "known"
+
+    def __init__(self, scores: Mapping[str, float], tuned_weight: float | None = None) -> None:
+        self.scores = dict(scores)
+        self.tuned_weight = tuned_weight
+
+    def rerank(self, query: str, candidates: Sequence[Candidate]) -> RerankOutcome:
+        return RerankOutcome(
+            {c.id: self.scores[c.id] for c in candidates},
+            model="known",
+            interpolation_weight=self.tuned_weight,
+        )
 
 
 @pytest.fixture
@@ -135,6 +154,79 @@ def test_the_models_tuned_weight_from_the_reply_is_used_unless_overridden(
     assert [h.id for h in untuned.search("lunar eclipse", k=3).hits] == reversed_top3
     overridden = make(backend, embedder, ReverseReranker(tuned_weight=0.0), rerank_depth=3, rerank_weight=1.0)
     assert [h.id for h in overridden.search("lunar eclipse", k=3).hits] == reversed_top3
+
+
+def zscores(values: Mapping[str, float]) -> dict[str, float]:
+    """z = (x - mean) / sd, sd the population standard deviation (divided by n); all 0 when sd is 0."""
+    mean = sum(values.values()) / len(values)
+    sd = math.sqrt(sum((x - mean) ** 2 for x in values.values()) / len(values))
+    return {key: (x - mean) / sd if sd > 0 else 0.0 for key, x in values.items()}
+
+
+def mixed(rerank: Mapping[str, float], first: Mapping[str, float], weight: float) -> dict[str, float]:
+    """final = w * z(rerank) + (1 - w) * z(first stage), both z-scored over the reranked head."""
+    z_rerank, z_first = zscores(rerank), zscores(first)
+    return {key: weight * z_rerank[key] + (1 - weight) * z_first[key] for key in rerank}
+
+
+def ordered(final: Mapping[str, float], first_order: Sequence[str]) -> list[str]:
+    """Best final score first; ties keep the first-stage order."""
+    return sorted(final, key=lambda key: (-final[key], first_order.index(key)))
+
+
+def smallest_gap(final: Mapping[str, float]) -> float:
+    values = sorted(final.values())
+    return min(b - a for a, b in itertools.pairwise(values))
+
+
+@pytest.mark.parametrize("how", ["option", "tuned"])
+def test_an_intermediate_weight_mixes_the_fused_score_not_the_fused_rank(
+    backend: EmbeddedBackend, embedder: Embedder, how: str
+) -> None:
+    """At w = 0.4 (the shipped model's weight) the head is ordered by 0.4 z(rerank) + 0.6 z(fused score),
+    computed here from each hit's fused score and the reranker's known scores. The rerank scores are chosen
+    so that mixing the fused *rank* (z of -rank, evenly spaced) orders the head differently."""
+    query, depth, weight = "moon phases", 4, 0.4
+    first = make(backend, embedder).search(query, k=5, rerank=False).hits
+    assert len(first) == 5
+    first_order = [h.id for h in first]
+    head = first_order[:depth]
+    fused = {h.id: h.fused_score for h in first[:depth]}
+    by_rank = {doc_id: -float(rank) for rank, doc_id in enumerate(head, start=1)}
+    chosen: dict[str, float] | None = None
+    for values in itertools.permutations([0.0, 1.0, 2.0, 3.0]):
+        rerank = dict(zip(head, values, strict=True))
+        final, rank_mixed = mixed(rerank, fused, weight), mixed(rerank, by_rank, weight)
+        orders = [ordered(final, first_order), ordered(rank_mixed, first_order), ordered(rerank, first_order)]
+        if (
+            len({tuple(o) for o in [*orders, head]})
+            == 4  # score-mixed, rank-mixed, rerank alone, first stage
+            and min(smallest_gap(final), smallest_gap(rank_mixed)) > 0.05  # no near-ties to flip
+        ):
+            chosen = rerank
+            break
+    assert chosen is not None, f"no rerank scores tell the fused score from its rank here: {fused}"
+    expected = mixed(chosen, fused, weight)
+    expected_order = ordered(expected, first_order)
+
+    options: dict[str, object] = {"rerank_depth": depth}
+    if how == "option":  # RERANK_INTERPOLATION set; the reply's own weight is overridden
+        reranker, options["rerank_weight"] = KnownReranker(chosen, tuned_weight=1.0), weight
+    else:  # the weight the model was tuned with, from the reply
+        reranker = KnownReranker(chosen, tuned_weight=weight)
+    result = make(backend, embedder, reranker, **options).search(query, k=5)
+
+    assert result.reranked
+    assert [h.id for h in result.hits] == expected_order + first_order[depth:]
+    assert [h.rank for h in result.hits] == [1, 2, 3, 4, 5]
+    for hit in result.hits[:depth]:
+        assert hit.fused_score == pytest.approx(fused[hit.id], abs=1e-12)
+        assert hit.rerank_score == chosen[hit.id]
+        assert hit.score == pytest.approx(expected[hit.id], abs=1e-9)
+    tail = result.hits[depth]
+    assert tail.rerank_score is None and tail.score == tail.fused_score == first[depth].fused_score
+    # The same scores mixed with the fused rank would give another order: this test tells them apart.
+    assert [h.id for h in result.hits[:depth]] != ordered(mixed(chosen, by_rank, weight), first_order)
 
 
 def test_a_reply_missing_scores_degrades_visibly(backend: EmbeddedBackend, embedder: Embedder) -> None:

@@ -81,3 +81,110 @@ def test_both_sides_name_the_same_queue_for_the_same_model() -> None:
     assert queue_for("/models/my cross-encoder") == queue_for("/models/my cross-encoder")
     assert queue_for("/models/my cross-encoder").startswith("rerank.my-cross-encoder-")
     assert queue_for("/a/model") != queue_for("/b/model")  # same folder name, other model
+
+
+@pytest.mark.parametrize(
+    ("model", "queue"),
+    [
+        # The folder name, runs of other characters as one "-", then 8 hex digits of the SHA-1 of the
+        # whole setting: pinned, since a worker and a connector of different versions must agree.
+        ("/models/My Cross-Encoder v2", "rerank.My-Cross-Encoder-v2-a0d0fe36"),
+        ("cross-encoder/ms-marco-MiniLM-L-6-v2", "rerank.ms-marco-MiniLM-L-6-v2-31487adb"),
+        ("/models/--my  model--", "rerank.my-model-80171f4a"),  # no "-" at either end
+        ("/models/Xmodel X", "rerank.Xmodel-X-5784d12c"),  # only "-" is stripped
+        ("***", "rerank.model-36c3eaa0"),  # nothing readable left
+        ("x" * 70, "rerank." + "x" * 60 + "-bbaad84b"),  # at most 60 readable characters
+    ],
+)
+def test_queue_names_are_pinned(model: str, queue: str) -> None:
+    assert queue_for(model) == queue
+
+
+def test_requests_and_replies_encode_to_exactly_these_shapes() -> None:
+    request = RerankRequest("q", [Candidate("a", "abcdef")], None)
+    assert encode_request(request) == {
+        "query": "q",
+        "model": None,
+        "cache": True,
+        "candidates": [{"id": "a", "text": "abcdef"}],
+    }
+    assert encode_request(request, max_chars=2)["candidates"] == [{"id": "a", "text": "ab"}]
+    assert encode_reply("m", [("a", 0.5)]) == {
+        "model": "m",
+        "scores": [{"id": "a", "score": 0.5}],
+        "cached": 0,
+        "worker": "",
+        "interpolation_weight": None,
+    }
+    assert encode_error("bad") == {"error": "bad", "worker": ""}
+    assert encode_error("bad", "w2") == {"error": "bad", "worker": "w2"}
+
+
+def test_a_request_without_the_cache_flag_uses_the_cache() -> None:
+    parsed = parse_request({"query": "q", "candidates": [{"id": "a", "text": "t"}]})
+    assert parsed == RerankRequest("q", [Candidate("a", "t")], None, True)
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        (["q"], "request must be an object, got list"),
+        ({"query": 3, "candidates": []}, "'query' must be a non-empty string"),
+        ({"query": " ", "candidates": []}, "'query' must be a non-empty string"),
+        ({"query": "q", "candidates": "a"}, "'candidates' must be a list"),
+        ({"query": "q", "candidates": []}, "'candidates' is empty: there is nothing to rerank"),
+        ({"query": "q", "candidates": [{"id": "a", "text": "t"}, 5]}, "candidate 1 must be an object"),
+        (
+            {"query": "q", "candidates": [{"id": 7, "text": "t"}]},
+            "candidate 0: 'id' must be a non-empty string",
+        ),
+        ({"query": "q", "candidates": [{"id": "a"}]}, "candidate 0 (a): 'text' must be a string"),
+        (
+            {"query": "q", "candidates": [{"id": "a", "text": "x" * 1_000_001}]},
+            "candidate 0 (a): text is 1,000,001 characters, over the limit of 1,000,000; send only what the "
+            "model reads",
+        ),
+        (
+            {"query": "q", "candidates": [{"id": "a", "text": "t"}], "model": 5},
+            "'model' must be a string when given",
+        ),
+        (
+            {"query": "q", "candidates": [{"id": "a", "text": "t"}], "cache": 1},
+            "'cache' must be true or false when given",
+        ),
+    ],
+)
+def test_each_malformed_request_says_exactly_what_is_wrong(payload: object, message: str) -> None:
+    with pytest.raises(RerankInputError) as refused:
+        parse_request(payload)
+    assert str(refused.value) == message
+
+
+def test_a_candidate_of_exactly_the_limit_is_accepted() -> None:
+    parsed = parse_request({"query": "q", "candidates": [{"id": "a", "text": "x" * 1_000_000}]})
+    assert len(parsed.candidates[0].text) == 1_000_000
+
+
+@pytest.mark.parametrize(
+    ("weight", "parsed"),
+    [(0.0, 0.0), (1.0, 1.0), (1, 1.0), (0.25, 0.25), (-0.1, None), (1.5, None), (2.0, None), (True, None)],
+)
+def test_the_weight_in_a_reply_is_kept_only_within_zero_to_one(weight: object, parsed: float | None) -> None:
+    outcome = parse_reply("SUCCESS", {"scores": [], "interpolation_weight": weight})
+    assert outcome.interpolation_weight == parsed
+    assert type(outcome.interpolation_weight) is type(parsed)  # 1 becomes 1.0
+
+
+def test_optional_reply_fields_of_the_wrong_type_are_dropped() -> None:
+    outcome = parse_reply("SUCCESS", {"scores": [{"id": "a", "score": 2}], "model": 5, "cached": "3"})
+    assert outcome.scores == {"a": 2.0} and outcome.reason is None
+    assert (outcome.model, outcome.cached, outcome.interpolation_weight) == (None, 0, None)
+    bare = parse_reply("SUCCESS", {"scores": []})
+    assert (bare.scores, bare.model, bare.cached) == ({}, None, 0)
+
+
+@pytest.mark.parametrize("item", ["a", ["a", 1.0], None])
+def test_a_score_entry_that_is_not_an_object_is_a_failed_outcome(item: object) -> None:
+    outcome = parse_reply("SUCCESS", {"scores": [{"id": "a", "score": 1.0}, item]})
+    assert outcome.scores is None
+    assert outcome.reason == f"rerank reply has a malformed score entry: {item!r}"

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -9,14 +10,51 @@ from hybrid_rerank.connector.errors import ModelLoadError
 from hybrid_rerank.workers.errors import RerankInputError
 from hybrid_rerank.workers.protocol import Candidate, encode_reply, parse_reply, parse_request
 from hybrid_rerank.workers.score_cache import cached_scores
-from hybrid_rerank.workers.scorer import CrossEncoderScorer
+from hybrid_rerank.workers.scorer import PASSAGE_OVERLAP, CrossEncoderScorer
+from tests.tiny_models import WORDS, build_tiny_cross_encoder
 
 LONG_TEXT = " ".join(f"the moon orbit earth light phase {word}" for word in ["sun", "star", "rain"] * 12)
+MARKER = "moon"
+# Every word once, each one token of the tiny vocabulary: a passage is known by its words, and two passages
+# share words only where they overlap.
+DISTINCT = [word for word in dict.fromkeys(WORDS) if word != MARKER]
 
 
 @pytest.fixture(scope="module")
 def scorer(tiny_cross_encoder_dir: Path) -> CrossEncoderScorer:
     return CrossEncoderScorer(str(tiny_cross_encoder_dir), max_length=32, batch_size=4, max_passages=3)
+
+
+@pytest.fixture(scope="module")
+def marker_scorer(tmp_path_factory: pytest.TempPathFactory) -> CrossEncoderScorer:
+    """A cross-encoder whose score is known: 0 without MARKER, clearly positive with it."""
+    folder = build_tiny_cross_encoder(tmp_path_factory.mktemp("marker") / "ce", marker=MARKER)
+    return CrossEncoderScorer(str(folder), max_length=32, batch_size=4, max_passages=4, backend="torch")
+
+
+def test_the_tiny_tokenizer_reads_words_not_unknowns(scorer: CrossEncoderScorer) -> None:
+    tokenizer = scorer.load().tokenizer
+    ids = tokenizer(" ".join(DISTINCT), add_special_tokens=False)["input_ids"]
+    assert len(ids) == len(DISTINCT) and tokenizer.unk_token_id not in ids  # one known token per word
+    assert len(set(ids)) == len(DISTINCT)
+
+
+def test_the_marker_model_scores_pairs_with_the_marker_clearly_higher(
+    marker_scorer: CrossEncoderScorer,
+) -> None:
+    query = "why does the sun heat"
+    texts = {
+        "plain": "the sun has a phase",
+        "marked": f"the {MARKER} has a phase",
+        "steak": "grill the steak",
+        "denser": f"{MARKER} {MARKER}",
+        "empty": "",
+    }
+    scores = {s.id: s.score for s in marker_scorer.score(query, [Candidate(i, t) for i, t in texts.items()])}
+    for doc_id in ("plain", "steak", "empty"):
+        assert scores[doc_id] == pytest.approx(0.0, abs=1e-4)
+    assert scores["marked"] > 5.0  # measured 8.2 (0 without the marker)
+    assert scores["denser"] > scores["marked"]  # a larger share of marker tokens scores higher
 
 
 def test_loads_once_and_is_reused(scorer: CrossEncoderScorer) -> None:
@@ -43,22 +81,41 @@ def test_short_text_is_one_passage(scorer: CrossEncoderScorer) -> None:
 
 def test_long_text_is_split_into_overlapping_passages_that_fit_the_window(scorer: CrossEncoderScorer) -> None:
     query = "why moon phase"
-    passages = scorer.passages(query, LONG_TEXT)
+    text = " ".join(DISTINCT)  # no word twice: shared words can only come from the overlap
+    passages = scorer.passages(query, text)
     assert len(passages) == 3  # capped by max_passages
     tokenizer = scorer.load().tokenizer
-    for passage in passages:
-        pair = tokenizer(query, passage)["input_ids"]
-        assert len(pair) <= scorer.max_length
-        assert passage in LONG_TEXT
-    assert passages[0].split()[-1] in passages[1]  # windows overlap
+    # The window beside the query: max_length less [CLS] q [SEP] d [SEP] and the query's three tokens.
+    budget = scorer.max_length - 3 - len(query.split())
+    overlap = budget - int(budget * (1 - PASSAGE_OVERLAP))
+    assert overlap == 7 and abs(overlap - PASSAGE_OVERLAP * budget) < 1  # 26 tokens, 7 shared
+    words = [p.split() for p in passages]
+    for i, passage in enumerate(passages):
+        assert len(tokenizer(query, passage)["input_ids"]) <= scorer.max_length
+        assert len(words[i]) == budget  # each window is full (the text runs on past the third)
+        start = i * (budget - overlap)
+        assert words[i] == DISTINCT[start : start + budget]  # consecutive windows, in order
+    for before, after in itertools.pairwise(words):
+        assert before[-overlap:] == after[:overlap]  # consecutive passages share the overlap share
+        assert not set(before[:-overlap]) & set(after)  # and nothing else
 
 
-def test_a_long_document_scores_as_its_best_passage(scorer: CrossEncoderScorer) -> None:
-    query = "why moon phase"
-    passages = scorer.passages(query, LONG_TEXT)
-    each = scorer.score(query, [Candidate(str(i), p) for i, p in enumerate(passages)])
-    whole = scorer.score(query, [Candidate("doc", LONG_TEXT)])[0]
-    assert whole.score == pytest.approx(max(s.score for s in each), abs=1e-6)
+def test_a_long_document_scores_as_its_best_passage_not_its_first(marker_scorer: CrossEncoderScorer) -> None:
+    """MaxP: the marker sits in the middle of the text, in neither the first nor the last passage."""
+    query = "why does the sun heat"
+    text = " ".join([*DISTINCT[:40], MARKER, *DISTINCT[40:]])
+    passages = marker_scorer.passages(query, text)
+    assert len(passages) == 4
+    marked = [i for i, p in enumerate(passages) if MARKER in p.split()]
+    assert marked and 0 not in marked and len(passages) - 1 not in marked
+    each = [
+        s.score for s in marker_scorer.score(query, [Candidate(str(i), p) for i, p in enumerate(passages)])
+    ]
+    assert [i for i, score in enumerate(each) if score > 1.0] == marked  # only those passages score
+    whole = marker_scorer.score(query, [Candidate("doc", text)])[0]
+    assert whole.score == pytest.approx(max(each), abs=1e-5)
+    assert whole.score > each[0] + 3.0 and whole.score > each[-1] + 3.0  # measured 4.5 against 0
+    assert whole.score > sum(each) / len(each) + 1.0  # not the mean of its passages either
 
 
 def test_request_round_trip_is_plain_json(scorer: CrossEncoderScorer) -> None:

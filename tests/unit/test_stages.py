@@ -72,6 +72,7 @@ def test_fuse_recall_keeps_each_legs_rank_and_score() -> None:
     assert pool[0].fused_score == pytest.approx(1 / 2 + 1 / 3)
     assert (pool[0].bm25, pool[0].vector) == ((1, 9.0), (2, 0.5))
     assert (pool[1].bm25, pool[1].vector) == ((None, None), (1, 0.9))
+    assert (pool[2].bm25, pool[2].vector) == ((2, 3.0), (None, None))  # b: BM25 only
     assert first_stage_ranking(pool) == [(e.id, e.fused_score) for e in pool]
     # min-max with BM25 weight 0.75: a = 0.75 * 1 + 0.25 * 0 = 0.75, c = 0.25, b = 0.
     minmax = fuse_recall(recall, FusionOptions("minmax", bm25_weight=0.75))
