@@ -151,6 +151,8 @@ def test_a_worker_only_model_folder_ranks_as_the_single_machine_path(
         there, here = multi.search(query, k=6), single.search(query, k=6)
         assert there.reranked and here.reranked, there.rerank_note
         assert [h.id for h in there.hits] == [h.id for h in here.hits], query
-        assert [h.score for h in there.hits] == pytest.approx([h.score for h in here.hits], abs=1e-5)
+        # Another thread count sums in another order: scores agree to about 2e-5, not bit for bit.
+        expected = pytest.approx([h.score for h in here.hits], rel=1e-4, abs=1e-4)
+        assert [h.score for h in there.hits] == expected
         differs += [h.id for h in rerank_only.search(query, k=6).hits] != [h.id for h in here.hits]
     assert differs > 0, "the model's weight (0.3) changed no order: this test could not catch the bug"
