@@ -37,13 +37,13 @@ def opensearch_client(settings: Settings) -> OpenSearch:
 
 def open_backend(settings: Settings, index_name: str | None = None) -> Backend:
     name = index_name or settings.index_name
-    if settings.opensearch_url is not None:
+    if settings.uses_opensearch:
         from hybrid_rerank.connector.backends.opensearch import OpenSearchBackend
 
         return OpenSearchBackend(
             opensearch_client(settings),
             name,
-            url=settings.opensearch_url,
+            url=settings.opensearch_url or "",
             analyzer=settings.opensearch_analyzer,
             hnsw_m=settings.hnsw_m,
             hnsw_ef_construction=settings.hnsw_ef_construction,

@@ -334,9 +334,9 @@ def run_eval(
             weights.add(weight)
             runs[rerank_name][query_id] = rerank_order(first, outcome.scores, depth, 1.0)[0]
             mixed[query_id] = rerank_order(first, outcome.scores, depth, weight)[0]
-    weight = weights.pop() if len(weights) == 1 else 1.0
-    if weights:
+    if len(weights) > 1:
         raise ConfigurationError(f"the rerank replies carried different interpolation weights: {weights}")
+    weight = weights.pop() if weights else 1.0
     if reranker is not None and depth > 0 and weight < 1.0:
         runs[f"{rerank_name} interpolated w={weight:g}"] = mixed
 

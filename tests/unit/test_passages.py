@@ -14,39 +14,10 @@ import pytest
 
 from hybrid_rerank.workers.protocol import Candidate
 from hybrid_rerank.workers.scorer import CrossEncoderScorer
+from tests.tiny_models import WORDS as TINY_WORDS
 
-WORDS = [
-    "moon",
-    "sun",
-    "star",
-    "planet",
-    "orbit",
-    "light",
-    "phase",
-    "earth",
-    "water",
-    "heat",
-    "cook",
-    "steak",
-    "rest",
-    "grill",
-    "oven",
-    "bread",
-    "salt",
-    "heart",
-    "blood",
-    "pressure",
-    "drug",
-    "exercise",
-    "sleep",
-    "diet",
-    "database",
-    "transaction",
-    "crash",
-    "log",
-    "disk",
-    "commit",
-]
+# Thirty distinct words the tiny model's vocabulary holds, so every one is its own token.
+WORDS = TINY_WORDS[TINY_WORDS.index("moon") : TINY_WORDS.index("commit") + 1]
 
 TOL = 1e-7  # see test_a_document_scores_as_its_best_passage
 
