@@ -190,3 +190,93 @@ def bench_tradeoff(
         log=lambda m: err.print(m, highlight=False),
     )
     write_report(report, out_dir, "bench-tradeoff", out, as_json)
+
+
+@bench_app.command("serve")
+def bench_serve(
+    dataset: Annotated[
+        Path | None, typer.Argument(help="BEIR folder whose queries.jsonl the clients send (default: demo)")
+    ] = None,
+    url: Annotated[
+        str, typer.Option(help="the service's base URL (loopback only)")
+    ] = "http://127.0.0.1:8000",
+    clients: Annotated[
+        str, typer.Option(help="concurrent clients, one load level per count, e.g. 1,5,20,50 (max 200)")
+    ] = "1,5,20",
+    seconds: Annotated[float, typer.Option(help="seconds per load level (max 600)")] = 30.0,
+    mix: Annotated[
+        str, typer.Option(help="route weights: search, rerank, v1-rerank")
+    ] = "search=6,rerank=2,v1-rerank=2",
+    queries: Annotated[int, typer.Option(min=1, help="distinct queries the clients draw from")] = 100,
+    depth: Annotated[
+        int, typer.Option(min=1, max=100, help="candidates per /rerank and /v1/rerank request")
+    ] = 30,
+    timeout: Annotated[float, typer.Option(min=0.1, help="seconds before a request counts as lost")] = 30.0,
+    added_latency_queries: Annotated[
+        int, typer.Option(min=0, help="queries timed in-process and through POST /search (0: skip)")
+    ] = 50,
+    index: Annotated[
+        str | None, typer.Option(help="the index the service serves (default INDEX_NAME)")
+    ] = None,
+    api_key: Annotated[str | None, typer.Option(envvar="API_KEY", help="sent as a Bearer token")] = None,
+    allow_remote: Annotated[
+        bool, typer.Option("--allow-remote", help="allow a non-loopback target (only one that is yours)")
+    ] = False,
+    seed: Annotated[int, typer.Option(help="seeds the query order and each client's draws")] = 13,
+    out_dir: Annotated[Path, typer.Option("--out")] = Path("bench-results"),
+    as_json: Annotated[bool, typer.Option("--json", help="print the JSON report")] = False,
+) -> None:
+    """Load test of `hybrid-rerank serve`: N clients for T seconds per level over /search, /rerank and
+    /v1/rerank (throughput, p50/p95/p99, errors, lost requests, rerank fallbacks), then the latency the
+    service adds over the same pipeline in-process. Run it under the service's environment."""
+    require_lab()
+    from hybrid_rerank.connector.factory import make_pipeline
+    from hybrid_rerank.connector.lab.bench_serve import run_serve_bench
+    from hybrid_rerank.connector.lab.bench_serve_plan import (
+        ServeBenchPlan,
+        check_target,
+        parse_clients,
+        parse_mix,
+    )
+    from hybrid_rerank.connector.lab.demo import demo_data_dir
+    from hybrid_rerank.connector.lab.reports import write_report
+
+    settings = load()
+    if index:
+        settings = settings.model_copy(update={"index_name": index})
+    plan = ServeBenchPlan(
+        base_url=check_target(url, allow_remote=allow_remote),
+        dataset=dataset or demo_data_dir(),
+        clients=parse_clients(clients),
+        seconds=seconds,
+        mix=parse_mix(mix),
+        queries=queries,
+        depth=depth,
+        timeout_s=timeout,
+        added_latency_queries=added_latency_queries,
+        headers={"Authorization": f"Bearer {api_key}"} if api_key else None,
+        seed=seed,
+    )
+    stack = {
+        **settings.describe(),
+        "embedding_query_cache": str(settings.embedding_query_cache),
+        "rerank_cache_ttl_s": str(settings.rerank_cache_ttl_s),
+        "rerank_deadline_ms": str(settings.rerank_deadline_ms),
+    }
+    notes = []
+    if settings.embedding_query_cache or (settings.uses_celery and settings.rerank_cache_ttl_s):
+        notes.append(
+            "caches on (EMBEDDING_QUERY_CACHE, RERANK_CACHE_TTL_S): repeated queries may skip the models"
+        )
+    path = (
+        "off" if settings.rerank_model is None else "Celery workers" if settings.uses_celery else "in-process"
+    )
+    report = run_serve_bench(
+        plan,
+        stack=stack,
+        make_pipeline=lambda: make_pipeline(settings),
+        rerank_path=path,
+        notes=notes,
+        say=lambda m: err.print(m, highlight=False),
+    )
+    write_report(report, out_dir, "bench-serve", out, as_json)
