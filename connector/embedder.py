@@ -9,6 +9,7 @@ embeddings are kept in a small LRU cache: a repeated query skips the model.
 from __future__ import annotations
 
 import json
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
@@ -60,6 +61,9 @@ class Embedder:
         self._model: Any = None
         self._onnx: _OnnxEncoder | None = None
         self._queries: OrderedDict[str, Vector] = OrderedDict()
+        # The service searches from a thread pool: one query embeds at a time (CPU-bound anyway) and HF fast
+        # tokenizers raise "Already borrowed" when one instance is called from two threads at once.
+        self._query_lock = threading.Lock()
 
     @property
     def cache_name(self) -> str:
@@ -135,16 +139,17 @@ class Embedder:
 
     def embed_query(self, query: str) -> Vector:
         """One query's embedding; a repeated query comes from the LRU cache (as a copy)."""
-        cached = self._queries.get(query)
-        if cached is not None:
-            self._queries.move_to_end(query)
-            return cached.copy()
-        vector: Vector = self.embed_texts([query])[0]
-        if self.query_cache_size > 0:
-            self._queries[query] = vector.copy()
-            if len(self._queries) > self.query_cache_size:
-                self._queries.popitem(last=False)
-        return vector
+        with self._query_lock:
+            cached = self._queries.get(query)
+            if cached is not None:
+                self._queries.move_to_end(query)
+                return cached.copy()
+            vector: Vector = self.embed_texts([query])[0]
+            if self.query_cache_size > 0:
+                self._queries[query] = vector.copy()
+                if len(self._queries) > self.query_cache_size:
+                    self._queries.popitem(last=False)
+            return vector
 
     @property
     def query_cache_entries(self) -> int:

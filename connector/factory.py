@@ -18,6 +18,8 @@ from hybrid_rerank.workers.scorer import CrossEncoderScorer
 if TYPE_CHECKING:
     from opensearchpy import OpenSearch
 
+    from hybrid_rerank.connector.service.app import ServiceConfig, ServiceParts
+
 
 def opensearch_client(settings: Settings) -> OpenSearch:
     """A client for OPENSEARCH_URL with the configured credentials, TLS verification and timeout."""
@@ -101,4 +103,53 @@ def make_pipeline(
         embedder or make_embedder(settings),
         reranker if reranker is not None else make_reranker(settings),
         search_options(settings),
+    )
+
+
+def service_config(settings: Settings) -> ServiceConfig:
+    from hybrid_rerank.connector.service.app import ServiceConfig
+    from hybrid_rerank.connector.service.limits import ServiceLimits
+
+    limits = ServiceLimits(
+        max_body_bytes=settings.service_max_body_bytes,
+        max_query_chars=settings.service_max_query_chars,
+        max_documents=settings.service_max_documents,
+        max_document_chars=settings.service_max_document_chars,
+        max_k=settings.service_max_k,
+        max_page=settings.service_max_page,
+        max_job_queries=settings.service_max_job_queries,
+    )
+    return ServiceConfig(limits, settings.api_key, list(settings.cors_origins))
+
+
+def make_service(settings: Settings, index_name: str | None = None) -> ServiceParts:
+    """The service's pipeline and config; with REDIS_URL, jobs kept in Redis and the probes that ask Redis
+    and the workers, else jobs in this process and the in-process model."""
+    from hybrid_rerank.connector.service.app import ServiceParts
+    from hybrid_rerank.connector.service.jobs import MemoryJobStore, RedisJobStore
+    from hybrid_rerank.workers.client import CeleryReranker
+
+    pipeline = make_pipeline(settings, backend=open_backend(settings, index_name))
+    config = service_config(settings)
+    reranker = pipeline.reranker
+    if settings.redis_url is None or not isinstance(reranker, CeleryReranker):
+        return ServiceParts(pipeline, config, MemoryJobStore(settings.service_job_ttl_s))
+    import redis
+
+    from hybrid_rerank.workers.health import consumers, queue_depths
+
+    url = settings.redis_url.get_secret_value()
+    client = redis.Redis.from_url(url, socket_connect_timeout=2.0, socket_timeout=5.0)
+    celery_reranker = reranker
+
+    def ping() -> None:
+        client.ping()
+
+    return ServiceParts(
+        pipeline,
+        config,
+        RedisJobStore(client, settings.service_job_ttl_s),
+        ping_redis=ping,
+        consumers=lambda: consumers(celery_reranker.app, celery_reranker.queue, timeout_s=1.0),
+        queue_depths=lambda: queue_depths(url, celery_reranker.model),
     )

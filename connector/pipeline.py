@@ -75,33 +75,43 @@ class SearchResult:
     rerank_note: str | None  # why the result is not reranked, when it is not
     timings_ms: dict[str, float] = field(default_factory=dict)
     candidates: int = 0  # size of the fused candidate pool
+    # A bounded label for why not reranked (metrics count fallbacks by it): the outcome's code, or the
+    # pipeline's own ("turned_off", "no_model", "depth_zero", "no_candidates", "missing_scores").
+    rerank_fallback: str | None = None
+    first_stage: list[Hit] = field(default_factory=list)  # the same page in first-stage (fused) order
+    cached_scores: int = 0  # rerank scores that came from the score cache
 
-    def to_json(self) -> dict[str, object]:
-        return {
+    def to_json(self, *, include_first_stage: bool = False) -> dict[str, object]:
+        reply: dict[str, object] = {
             "query": self.query,
             "reranked": self.reranked,
             "rerank_note": self.rerank_note,
+            "rerank_fallback": self.rerank_fallback,
             "timings_ms": {name: round(ms, 3) for name, ms in self.timings_ms.items()},
             "candidates": self.candidates,
-            "hits": [
-                {
-                    "rank": h.rank,
-                    "id": h.id,
-                    "title": h.document.title,
-                    "text": h.document.text,
-                    "metadata": dict(h.document.metadata),
-                    "score": h.score,
-                    "scores": {
-                        "bm25": h.bm25_score,
-                        "vector": h.vector_score,
-                        "fused": h.fused_score,
-                        "rerank": h.rerank_score,
-                    },
-                    "ranks": {"bm25": h.bm25_rank, "vector": h.vector_rank, "fused": h.fused_rank},
-                }
-                for h in self.hits
-            ],
+            "hits": [hit_json(h) for h in self.hits],
         }
+        if include_first_stage:
+            reply["first_stage"] = [hit_json(h) for h in self.first_stage]
+        return reply
+
+
+def hit_json(hit: Hit) -> dict[str, object]:
+    return {
+        "rank": hit.rank,
+        "id": hit.id,
+        "title": hit.document.title,
+        "text": hit.document.text,
+        "metadata": dict(hit.document.metadata),
+        "score": hit.score,
+        "scores": {
+            "bm25": hit.bm25_score,
+            "vector": hit.vector_score,
+            "fused": hit.fused_score,
+            "rerank": hit.rerank_score,
+        },
+        "ranks": {"bm25": hit.bm25_rank, "vector": hit.vector_rank, "fused": hit.fused_rank},
+    }
 
 
 class SearchPipeline:
@@ -135,20 +145,22 @@ class SearchPipeline:
         filters: Filters | None = None,
         rerank: bool = True,
         offset: int = 0,
+        deadline_ms: int | None = None,
     ) -> SearchResult:
         """Hits `offset` to `offset + k` of the ranked list. The recall window (N per leg) and the reranked
-        head (M) do not depend on the page, so pages never overlap or repeat."""
+        head (M) do not depend on the page, so pages never overlap or repeat. `deadline_ms` overrides the
+        reranker's own deadline for this query (None: RERANK_DEADLINE_MS)."""
         top_k = self._checked_k(query, k, offset)
         started = time.perf_counter()
         timings: dict[str, float] = {}
         pool = self._first_stage(query, filters, timings)
-        note = self._why_not_rerank(rerank, len(pool))
+        fallback = self._why_not_rerank(rerank, len(pool))
         outcome = None
-        if note is None:
+        if fallback is None:
             assert self.reranker is not None
             with _timed(timings, "rerank"):
-                outcome = self.reranker.rerank(query, self._head(pool))
-        return self._assemble(query, pool, outcome, note, timings, started, top_k, offset)
+                outcome = self.reranker.rerank(query, self._head(pool), deadline_ms=deadline_ms)
+        return self._assemble(query, pool, outcome, fallback, timings, started, top_k, offset)
 
     def search_many(
         self,
@@ -169,7 +181,7 @@ class SearchPipeline:
             started.append(time.perf_counter())  # "total" then includes the wait for the batch
             pools.append(self._first_stage(query, filters, query_timings))
         notes = [self._why_not_rerank(rerank, len(pool)) for pool in pools]
-        todo = [i for i, note in enumerate(notes) if note is None]
+        todo = [i for i, fallback in enumerate(notes) if fallback is None]
         outcomes: list[RerankOutcome | None] = [None] * len(queries)
         if todo:
             assert self.reranker is not None
@@ -210,48 +222,67 @@ class SearchPipeline:
         query: str,
         pool: list[PoolEntry],
         outcome: RerankOutcome | None,
-        note: str | None,
+        fallback: tuple[str, str] | None,
         timings: dict[str, float],
         started: float,
         top_k: int,
         offset: int,
     ) -> SearchResult:
+        """`fallback` is (code, note) when the pipeline did not ask for a rerank."""
         by_id = {entry.id: entry for entry in pool}
-        order = [entry.id for entry in pool]
+        first_order = [entry.id for entry in pool]
+        order = first_order
         rerank_scores: dict[str, float] = {}
         final: dict[str, float] = {}
         if outcome is not None:
             missing = [e.id for e in pool[: self.options.rerank_depth] if e.id not in (outcome.scores or {})]
             if outcome.scores is None:
-                note = outcome.reason or "reranker returned no scores"
+                fallback = (outcome.code or "failed", outcome.reason or "reranker returned no scores")
             elif missing:
-                note = f"the reranker returned no score for {len(missing)} candidate(s), e.g. {missing[0]!r}"
+                fallback = (
+                    "missing_scores",
+                    f"the reranker returned no score for {len(missing)} candidate(s), e.g. {missing[0]!r}",
+                )
             else:
                 rerank_scores = outcome.scores
                 weight = rerank_weight(self.options.rerank_weight, outcome.interpolation_weight)
                 order, final = rerank_order(
                     first_stage_ranking(pool), rerank_scores, self.options.rerank_depth, weight
                 )
-        hits = []
-        for rank, doc_id in enumerate(order[offset : offset + top_k], start=offset + 1):
-            c = by_id[doc_id]
-            r_score = rerank_scores.get(doc_id)
-            hits.append(
-                Hit(
-                    rank=rank,
-                    document=c.document,
-                    score=final.get(doc_id, c.fused_score),
-                    fused_score=c.fused_score,
-                    bm25_score=c.bm25[1],
-                    vector_score=c.vector[1],
-                    rerank_score=r_score,
-                    bm25_rank=c.bm25[0],
-                    vector_rank=c.vector[0],
-                    fused_rank=c.fused_rank,
+
+        def page(ids: list[str], scores: dict[str, float]) -> list[Hit]:
+            hits = []
+            for rank, doc_id in enumerate(ids[offset : offset + top_k], start=offset + 1):
+                c = by_id[doc_id]
+                hits.append(
+                    Hit(
+                        rank=rank,
+                        document=c.document,
+                        score=scores.get(doc_id, c.fused_score),
+                        fused_score=c.fused_score,
+                        bm25_score=c.bm25[1],
+                        vector_score=c.vector[1],
+                        rerank_score=rerank_scores.get(doc_id),
+                        bm25_rank=c.bm25[0],
+                        vector_rank=c.vector[0],
+                        fused_rank=c.fused_rank,
+                    )
                 )
-            )
+            return hits
+
         timings["total"] = (time.perf_counter() - started) * 1000.0
-        return SearchResult(query, hits, note is None, note, timings, len(order))
+        code, note = fallback if fallback is not None else (None, None)
+        return SearchResult(
+            query,
+            page(order, final),
+            fallback is None,
+            note,
+            timings,
+            len(order),
+            rerank_fallback=code,
+            first_stage=page(first_order, {}),
+            cached_scores=outcome.cached if outcome is not None and fallback is None else 0,
+        )
 
     def _client_hybrid(
         self, query: str, vector: Vector, filters: Filters | None, timings: dict[str, float]
@@ -278,15 +309,16 @@ class SearchPipeline:
             )
         return pool_from_server(results)
 
-    def _why_not_rerank(self, requested: bool, pool: int) -> str | None:
+    def _why_not_rerank(self, requested: bool, pool: int) -> tuple[str, str] | None:
+        """(code, note) when this query is not sent to the reranker, else None."""
         if not requested:
-            return "reranking turned off for this query"
+            return "turned_off", "reranking turned off for this query"
         if self.reranker is None:
-            return "no rerank model configured (RERANK_MODEL is off)"
+            return "no_model", "no rerank model configured (RERANK_MODEL is off)"
         if self.options.rerank_depth == 0:
-            return "RERANK_DEPTH is 0"
+            return "depth_zero", "RERANK_DEPTH is 0"
         if pool == 0:
-            return "no candidates to rerank"
+            return "no_candidates", "no candidates to rerank"
         return None
 
 

@@ -7,10 +7,11 @@ code never reads it, nor the environment.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import NoDecode
 
 from hybrid_rerank.connector.errors import ConfigurationError
 from hybrid_rerank.connector.fusion import FusionMethod
@@ -59,6 +60,27 @@ class Settings(WorkerSettings):
     fusion: FusionMethod = "zscore"
     rrf_k: int = Field(60, gt=0)
     bm25_weight: float = Field(0.5, ge=0.0, le=1.0, description="convex fusion: vector weight = 1 - this")
+
+    # The HTTP service (`hybrid-rerank serve`). Limits answer a 4xx naming the field, never a 500.
+    api_key: SecretStr | None = Field(None, description="when set, every API route needs Bearer <key>")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="comma-separated origins allowed by CORS; empty: CORS off"
+    )
+    service_max_body_bytes: int = Field(4_000_000, gt=0)
+    service_max_query_chars: int = Field(2_000, gt=0)
+    service_max_documents: int = Field(1_000, gt=0, description="documents in one rerank request")
+    service_max_document_chars: int = Field(100_000, gt=0)
+    service_max_k: int = Field(100, gt=0)
+    service_max_page: int = Field(100, gt=0)
+    service_max_job_queries: int = Field(10_000, gt=0, description="queries in one batch-search job")
+    service_job_ttl_s: int = Field(86_400, gt=0, description="finished jobs are kept this long")
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
 
     @field_validator("opensearch_url", mode="before")
     @classmethod
