@@ -20,8 +20,16 @@ Dialect = Literal["ours", "tei", "cohere"]
 JOB_KINDS = frozenset({"rerank", "search"})
 TEI_ROUTES = frozenset({"/rerank"})
 COHERE_ROUTES = frozenset({"/v1/rerank", "/v2/rerank"})
-# TEI's ErrorType by status (its router: 413/422 Validation, 429 Overloaded, 503 Unhealthy, 424 Backend).
-TEI_ERROR_TYPES = {400: "Empty", 401: "Unauthorized", 413: "Validation", 422: "Validation", 429: "Overloaded"}
+# TEI's ErrorType by status (its router: 400 Empty, 413 Validation, 422 Tokenizer, 424 Backend, 429
+# Overloaded, 503 Unhealthy). Our 422s are validation errors, so they say Validation.
+TEI_ERROR_TYPES = {
+    400: "Empty",
+    401: "Unauthorized",
+    413: "Validation",
+    422: "Validation",
+    429: "Overloaded",
+    503: "Unhealthy",
+}
 
 
 @dataclass

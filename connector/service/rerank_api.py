@@ -91,6 +91,13 @@ def tei_results(
     return results
 
 
+def cohere_score(logit: float) -> float:
+    """The relevance score to 9 significant digits: ml-commons' built-in Cohere post-process (OpenSearch
+    2.19) casts JSON numbers to Double and fails on the BigDecimal it parses from 16-17 digits. The order is
+    decided on the full scores before this."""
+    return float(f"{sigmoid(logit):.9g}")
+
+
 def cohere_top_n(top_n: int | None, count: int) -> int:
     if top_n is None:
         return count
@@ -111,7 +118,7 @@ def cohere_reply(
     """Cohere's `{id, results: [{index, relevance_score, document?}], meta}`; Jina's `model` too."""
     results = []
     for index in ranked(scores)[:top_n]:
-        item: dict[str, Any] = {"index": index, "relevance_score": sigmoid(scores[index])}
+        item: dict[str, Any] = {"index": index, "relevance_score": cohere_score(scores[index])}
         if return_documents:
             document = documents[index]
             item["document"] = {"text": document} if isinstance(document, str) else dict(document)

@@ -115,6 +115,31 @@ def test_a_search_job_runs_on_the_workers(stack: Stack) -> None:
     assert all(result["reranked"] for result in record["result"])
 
 
+def batch_depth(stack: Stack) -> int:
+    found = re.search(
+        r'^hybrid_rerank_queue_depth\{queue="batch"\} (\S+)$', stack.client.get("/metrics").text, re.M
+    )
+    return int(float(found.group(1))) if found else 0
+
+
+def test_a_live_search_during_a_large_batch_job_meets_its_deadline(stack: Stack) -> None:
+    """Batch work waits in its own queue: the worker takes the live search's task next, not after the
+    batch (one worker process here, so without the two queues the search would wait for all of it)."""
+    queries = [f"salt and water number {i}" for i in range(400)]
+    job_id = stack.client.post("/jobs", json={"kind": "search", "queries": queries, "k": 1}).json()["id"]
+    deadline = time.monotonic() + 120
+    while batch_depth(stack) < 50:  # the job's first stages are done and its rerank tasks wait
+        assert time.monotonic() < deadline, stack.client.get(f"/jobs/{job_id}").json()
+        time.sleep(0.2)
+    served = stack.client.post("/search", json={"query": QUERY, "k": 3, "deadline_ms": 3000}).json()
+    record = stack.client.get(f"/jobs/{job_id}").json()
+    assert served["reranked"] is True, served["rerank_note"]
+    assert served["hits"][0]["id"] == "marker-5"
+    assert record["state"] == "running" and record["done"] < record["total"], record
+    while stack.client.get(f"/jobs/{job_id}").json()["state"] == "running" and time.monotonic() < deadline:
+        time.sleep(0.5)  # leave the worker idle for the next test
+
+
 def test_without_workers_it_degrades_visibly(stack: Stack) -> None:
     """Last in the module: it kills the worker."""
     stack.worker.kill_all()
