@@ -1,17 +1,27 @@
 """The Celery app, built from the workers' settings. Workers start with `celery -A hybrid_rerank.workers
 worker`; the client (`workers.client`) builds the same app to send tasks. JSON only (never pickle), late
-acks with redelivery of a task whose worker died, one task at a time per process, results that expire, and a
-queue per rerank model."""
+acks with redelivery of a task whose worker died, one task at a time per process, results that expire, and
+two queues per rerank model: interactive (live searches) and batch (offline jobs), a worker always taking the
+next interactive task before any batch task."""
 
 from __future__ import annotations
 
 from celery import Celery
+from kombu import Exchange, Queue  # type: ignore[attr-defined]
 
 from hybrid_rerank.workers.errors import ConfigurationError
-from hybrid_rerank.workers.protocol import queue_for
+from hybrid_rerank.workers.protocol import batch_queue_for, queue_for
 from hybrid_rerank.workers.settings import WorkerSettings
 
 PROCESS_START_TIMEOUT_S = 300.0
+
+
+def task_queues(model: str) -> list[Queue]:
+    """The model's interactive queue, then its batch queue: the order a worker polls them in. Each is bound
+    as Celery declares a queue it was not told of (a direct exchange of the queue's name), so a client or
+    worker of the version before these were declared routes the interactive queue the same way."""
+    names = (queue_for(model), batch_queue_for(model))
+    return [Queue(name, Exchange(name), routing_key=name) for name in names]  # type: ignore[no-untyped-call]
 
 
 def make_app(settings: WorkerSettings, *, fail_fast: bool = False) -> Celery:
@@ -39,6 +49,9 @@ def make_app(settings: WorkerSettings, *, fail_fast: bool = False) -> Celery:
         # one process never served again (seen under load with a MiniLM-size model).
         worker_proc_alive_timeout=PROCESS_START_TIMEOUT_S,
         task_default_queue=queue_for(settings.rerank_model),
+        # A plain `celery worker` consumes both, interactive first (see `queue_order_strategy`); `-Q` with
+        # the interactive queue alone gives a worker that never takes batch work.
+        task_queues=task_queues(settings.rerank_model),
         result_expires=settings.rerank_result_ttl_s,
         broker_transport_options={
             "visibility_timeout": settings.rerank_visibility_timeout_s,
@@ -48,6 +61,11 @@ def make_app(settings: WorkerSettings, *, fail_fast: bool = False) -> Celery:
             "unacked_restore_throttle": 1,
             "socket_connect_timeout": connect_timeout,
             "socket_timeout": 30.0,
+            # One BRPOP over the queues in the order consumed, which Redis answers from the first non-empty
+            # list: a batch task is taken only when no interactive task waits. kombu's default
+            # (round_robin) rotates the last served queue to the back, so a long batch would take every
+            # other turn.
+            "queue_order_strategy": "priority",
         },
         redis_socket_connect_timeout=connect_timeout,
         redis_socket_timeout=30.0,

@@ -41,6 +41,7 @@ def make_celery_reranker(settings: WorkerSettings, *, use_cache: bool = True) ->
         deadline_ms=settings.rerank_deadline_ms,
         max_chars=max_readable_chars(settings.rerank_max_length, settings.rerank_max_passages),
         use_cache=use_cache,
+        task_candidates=settings.rerank_task_candidates,
     )
 
 

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from celery import Celery
@@ -19,9 +20,17 @@ class WorkerProcess:
     """One `celery worker` (a parent and its prefork children) in its own process group."""
 
     def __init__(
-        self, name: str, env: dict[str, str], log_dir: Path, concurrency: int = 1, cwd: Path | None = None
+        self,
+        name: str,
+        env: dict[str, str],
+        log_dir: Path,
+        concurrency: int = 1,
+        cwd: Path | None = None,
+        queues: Sequence[str] = (),
     ) -> None:
+        """`queues`: consume only these (`-Q`), in this order; empty: every queue the app declares."""
         self.name = name
+        self.queues = list(queues)
         self.env = env
         self.cwd = cwd  # celery puts its working directory on sys.path, as a user's project folder is
         self.log = log_dir / f"{name}.log"
@@ -50,6 +59,7 @@ class WorkerProcess:
                     "INFO",
                     "--without-gossip",
                     "--without-mingle",
+                    *(["-Q", ",".join(self.queues)] if self.queues else []),
                 ],
                 env=self.env,
                 cwd=self.cwd,

@@ -1,7 +1,8 @@
 """The rerank wire protocol, written once: what the connector sends a worker and what it gets back.
 
 A request is plain JSON, `{"query", "candidates": [{"id", "text"}], "model", "cache"}`, sent as the single
-argument of the Celery task `TASK_NAME` on the model's queue (`queue_for`). A reply is plain JSON too:
+argument of the Celery task `TASK_NAME` on the model's queue (`queue_for`; offline batches on
+`batch_queue_for`, which workers serve only when the first is empty). A reply is plain JSON too:
 `{"model", "scores": [{"id", "score"}], "cached", "worker", "interpolation_weight"}`, or `{"error",
 "worker"}` for a request the worker refused. The reply carries the model's tuned interpolation weight, so
 the searching side never needs to read a model folder that lives only on worker machines.
@@ -15,11 +16,13 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePath
-from typing import Any, TypeGuard
+from typing import Any, Literal, TypeGuard, get_args
 
 from hybrid_rerank.workers.errors import RerankInputError
 
 TASK_NAME = "hybrid_rerank.rerank"
+# The batch queue's suffix: offline work waits behind every interactive request (see `batch_queue_for`).
+BATCH_QUEUE_SUFFIX = ".batch"
 # A request carrying more text than this per candidate is a client bug, not a document to read.
 MAX_CANDIDATE_CHARS = 1_000_000
 # Generous characters per token: text beyond what the passages can cover is never tokenized or sent.
@@ -42,20 +45,48 @@ class RerankRequest:
     use_cache: bool = True  # False asks for fresh scores (benchmarks)
 
 
+# Why a rerank fell back to the first-stage order, a fixed set (a Prometheus label, a field of API replies):
+# - deadline: the deadline passed before every score came back (a batch's timeout too)
+# - broker_unreachable: the task could not be sent (Redis down or refusing)
+# - result_unavailable: the task was sent but its result could not be read (Redis went away meanwhile)
+# - task_failed: the task itself ended in FAILURE, REVOKED, ... (the worker raised or dropped it)
+# - worker_refused: a worker replied with an error (a bad request, or it serves another model)
+# - malformed_reply: a reply that is not the protocol's shape, or lacks a score for a candidate sent
+# - invalid_request: refused before sending (no candidates)
+# - model_unavailable: the in-process model could not be loaded
+# - scoring_failed: the in-process model raised while scoring
+FallbackCode = Literal[
+    "deadline",
+    "broker_unreachable",
+    "result_unavailable",
+    "task_failed",
+    "worker_refused",
+    "malformed_reply",
+    "invalid_request",
+    "model_unavailable",
+    "scoring_failed",
+]
+FALLBACK_CODES: tuple[FallbackCode, ...] = get_args(FallbackCode)
+
+
 @dataclass(frozen=True)
 class RerankOutcome:
-    """Scores by document id, or why there are none. A failed rerank is an outcome, never an exception: the
-    search keeps its first-stage order and says why."""
+    """Scores by document id, or why there are none (a sentence in `reason`, one of `FallbackCode` in
+    `code`). A failed rerank is an outcome, never an exception: the search keeps its first-stage order and
+    says why. Scores are all or nothing: a request split over several tasks fails as a whole if one fails."""
 
     scores: dict[str, float] | None  # None: not reranked
     reason: str | None = None  # why not, when not
     model: str | None = None
     interpolation_weight: float | None = None  # the model's tuned weight, when its folder has one
     cached: int = 0  # scores that came from the score cache
+    code: FallbackCode | None = None  # why not, for machines; None when reranked
 
     @classmethod
-    def failed(cls, reason: str) -> RerankOutcome:
-        return cls(None, reason)
+    def failed(cls, reason: str, code: FallbackCode | None = None) -> RerankOutcome:
+        """A failed outcome. Every reranker in this package gives a code; None is left only for rerankers
+        written before codes existed (a caller may count it as unknown)."""
+        return cls(None, reason, code=code)
 
 
 def queue_for(model: str) -> str:
@@ -63,6 +94,12 @@ def queue_for(model: str) -> str:
     readable = re.sub(r"[^A-Za-z0-9_.-]+", "-", PurePath(model).name or model).strip("-")[:60] or "model"
     digest = hashlib.sha1(model.encode("utf-8")).hexdigest()[:8]
     return f"rerank.{readable}-{digest}"
+
+
+def batch_queue_for(model: str) -> str:
+    """The model's queue for offline work (`rerank_many`): a worker consumes it only when its interactive
+    queue (`queue_for`) is empty, so a batch never delays a live search by more than one task."""
+    return queue_for(model) + BATCH_QUEUE_SUFFIX
 
 
 def max_readable_chars(max_length: int, max_passages: int) -> int:
@@ -140,20 +177,22 @@ def encode_error(message: str, worker: str = "") -> dict[str, Any]:
 def parse_reply(state: str, reply: object) -> RerankOutcome:
     """A task's final state and result as an outcome; anything malformed is a failed outcome that says so."""
     if state != "SUCCESS":
-        return RerankOutcome.failed(f"rerank task {state.lower()}: {reply!r}")
+        return RerankOutcome.failed(f"rerank task {state.lower()}: {reply!r}", "task_failed")
     if not isinstance(reply, Mapping):
-        return RerankOutcome.failed(f"rerank worker replied {reply!r}")
+        return RerankOutcome.failed(f"rerank worker replied {reply!r}", "malformed_reply")
     if "error" in reply:
-        return RerankOutcome.failed(f"rerank worker refused the request: {reply['error']}")
+        return RerankOutcome.failed(f"rerank worker refused the request: {reply['error']}", "worker_refused")
     raw = reply.get("scores")
     if not isinstance(raw, list):
-        return RerankOutcome.failed(f"rerank reply has no 'scores' list: {reply!r:.200}")
+        return RerankOutcome.failed(f"rerank reply has no 'scores' list: {reply!r:.200}", "malformed_reply")
     scores: dict[str, float] = {}
     for item in raw:
         doc_id = item.get("id") if isinstance(item, Mapping) else None
         score = item.get("score") if isinstance(item, Mapping) else None
         if not isinstance(doc_id, str) or not _is_number(score):
-            return RerankOutcome.failed(f"rerank reply has a malformed score entry: {item!r:.200}")
+            return RerankOutcome.failed(
+                f"rerank reply has a malformed score entry: {item!r:.200}", "malformed_reply"
+            )
         scores[doc_id] = float(score)
     weight = reply.get("interpolation_weight")
     model = reply.get("model")

@@ -53,6 +53,13 @@ class WorkerSettings(BaseSettings):
     rerank_visibility_timeout_s: int = Field(600, gt=0, description="a task unacked this long is redelivered")
     rerank_result_ttl_s: int = Field(3600, gt=0)
     rerank_cache_ttl_s: int = Field(86400, ge=0, description="score cache in Redis; 0 turns it off")
+    rerank_task_candidates: int = Field(
+        64, gt=0, description="most candidates in one Celery task; a larger request is split across tasks"
+    )
+
+    # Worker metrics (Prometheus), served by the worker's parent process; unset: off.
+    worker_metrics_port: int | None = Field(None, ge=1, le=65535)
+    worker_metrics_host: str = Field("0.0.0.0", description="address the worker metrics port binds")
 
     # Never on by default: it runs Python code shipped with a model.
     trust_remote_code: bool = False

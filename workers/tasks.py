@@ -2,21 +2,25 @@
 
 The model loads once per worker process when the process starts: in each prefork child after the fork (torch
 is never imported in the parent, so forking is safe), or in the worker itself for the solo and threads pools.
+With WORKER_METRICS_PORT set, each process records its tasks and the parent serves them (`workers.metrics`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, cast
 
 from celery import shared_task, signals
 
+from hybrid_rerank.workers import metrics
 from hybrid_rerank.workers.errors import RerankInputError
 from hybrid_rerank.workers.factory import make_scorer
-from hybrid_rerank.workers.protocol import TASK_NAME, encode_error, encode_reply, parse_request
+from hybrid_rerank.workers.protocol import TASK_NAME, Candidate, encode_error, encode_reply, parse_request
 from hybrid_rerank.workers.score_cache import ScoreCache, cached_scores
-from hybrid_rerank.workers.scorer import CrossEncoderScorer
+from hybrid_rerank.workers.scorer import CrossEncoderScorer, ScoredCandidate
 from hybrid_rerank.workers.settings import WorkerSettings, load_worker_settings
 
 THREADS_ENV = "HYBRID_RERANK_TORCH_THREADS"
@@ -65,15 +69,50 @@ def _plan_threads(sender: Any = None, **_: Any) -> None:
     threads = settings.rerank_threads or max((os.cpu_count() or 1) // concurrency, 1)
     os.environ[THREADS_ENV] = str(threads)
     _runtime["prefork"] = "prefork" in str(getattr(sender, "pool_cls", "prefork")).lower()
+    if settings.worker_metrics_port is not None:  # before the pool forks: its processes inherit the setup
+        try:
+            _runtime["metrics_server"] = metrics.serve(
+                settings.worker_metrics_port,
+                settings.worker_metrics_host,
+                label=str(getattr(sender, "hostname", "")),
+            )
+        except OSError as exc:  # said at worker_ready: logging is not set up yet; the worker serves on
+            address = f"{settings.worker_metrics_host}:{settings.worker_metrics_port}"
+            _runtime["metrics_error"] = (
+                f"worker metrics cannot serve on {address}: {exc}; set WORKER_METRICS_PORT to a free port "
+                "(one per worker on a machine)"
+            )
+
+
+@signals.worker_shutdown.connect
+def _stop_metrics(**_: Any) -> None:
+    server = _runtime.pop("metrics_server", None)
+    if server is not None:
+        server.stop()
+
+
+@signals.worker_process_shutdown.connect
+def _process_exits(**_: Any) -> None:
+    if _settings().worker_metrics_port is not None:
+        metrics.process_exited()
 
 
 @signals.worker_process_init.connect
 def _load_in_child(**_: Any) -> None:
+    server: metrics.MetricsServer | None = _runtime.pop("metrics_server", None)
+    if server is not None:  # the parent's listening socket, inherited: only the parent serves
+        server.forget_in_child()
     _scorer()
 
 
 @signals.worker_ready.connect
 def _load_in_worker(**_: Any) -> None:
+    server: metrics.MetricsServer | None = _runtime.get("metrics_server")
+    if server is not None:
+        host = _settings().worker_metrics_host
+        log.info("worker metrics on http://%s:%d/metrics (%s)", host, server.port, server.folder)
+    if "metrics_error" in _runtime:
+        log.error("%s", _runtime["metrics_error"])
     if not _runtime.get("prefork", True):  # solo / threads: the worker itself scores
         _scorer()
 
@@ -84,15 +123,24 @@ def rerank(self: Any, payload: Any) -> dict[str, Any]:
     tuned interpolation weight, or an error that says what was wrong with the request. A bad request never
     takes the worker down."""
     worker = str(self.request.hostname or "")
-    try:
-        request = parse_request(payload)
-    except RerankInputError as exc:
-        return encode_error(f"invalid rerank request: {exc}", worker)
-    scorer = _scorer()
-    if request.model is not None and request.model != scorer.model_name:
-        return encode_error(f"this worker serves {scorer.model_name!r}, not {request.model!r}", worker)
-    cache = _cache(scorer) if request.use_cache else None
-    scores, cached = cached_scores(scorer, cache, request.query, request.candidates)
+    delivery = self.request.delivery_info or {}
+    with _recorded(delivery.get("routing_key")) as record:
+        try:
+            request = parse_request(payload)
+        except RerankInputError as exc:
+            return encode_error(f"invalid rerank request: {exc}", worker)
+        scorer = _scorer()
+        if request.model is not None and request.model != scorer.model_name:
+            return encode_error(f"this worker serves {scorer.model_name!r}, not {request.model!r}", worker)
+        cache = _cache(scorer) if request.use_cache else None
+        timed = (
+            scorer
+            if record is None
+            else cast(CrossEncoderScorer, _TimedScorer(record.timed_score(scorer.score)))
+        )
+        scores, cached = cached_scores(timed, cache, request.query, request.candidates)
+        if record is not None:
+            record.scored(len(request.candidates), cached, cache_used=cache is not None)
     return encode_reply(
         scorer.model_name,
         scores,
@@ -100,3 +148,23 @@ def rerank(self: Any, payload: Any) -> dict[str, Any]:
         worker=worker,
         interpolation_weight=scorer.interpolation_weight,
     )
+
+
+@contextlib.contextmanager
+def _recorded(routing_key: object) -> Iterator[metrics.TaskRecord | None]:
+    """The task's metrics record when WORKER_METRICS_PORT is set (made once per process), else None."""
+    if _settings().worker_metrics_port is None:
+        yield None
+        return
+    if "metrics" not in _runtime:
+        _runtime["metrics"] = metrics.TaskMetrics()
+    task_metrics: metrics.TaskMetrics = _runtime["metrics"]
+    with task_metrics.task(metrics.queue_kind(routing_key)) as record:
+        yield record
+
+
+class _TimedScorer:
+    """Stands in for the scorer in `cached_scores`, which calls only its `score`: times the model alone."""
+
+    def __init__(self, score: Callable[[str, Sequence[Candidate]], list[ScoredCandidate]]) -> None:
+        self.score = score

@@ -165,6 +165,33 @@ def test_results_are_identical_to_the_in_process_path(
         assert remote.scores[doc_id] == pytest.approx(score, abs=1e-5)
 
 
+def test_a_request_split_across_tasks_scores_as_one_and_fails_as_one(
+    fast: tuple[CeleryReranker, WorkerProcess, Path],
+) -> None:
+    """RERANK_TASK_CANDIDATES=1: each candidate its own task, the scores merged to what one task gives; one
+    task refused (an empty id, which only a worker checks) fails the whole request, with no scores."""
+    reranker, _, _ = fast
+    split = CeleryReranker(
+        reranker.app, reranker.model, deadline_ms=30_000, max_chars=reranker.max_chars, task_candidates=1
+    )
+    query = "why does the moon show phases " + str(time.time())
+    whole = reranker.rerank(query, CANDIDATES)
+    parts = split.rerank(query, CANDIDATES, deadline_ms=30_000)
+    assert whole.scores is not None and parts.scores is not None, (whole.reason, parts.reason)
+    assert parts.scores.keys() == whole.scores.keys() and parts.code is None
+    for doc_id, score in whole.scores.items():
+        assert parts.scores[doc_id] == pytest.approx(score, abs=1e-5)
+    assert parts.cached == len(CANDIDATES)  # the same query and texts: each task found its score cached
+    assert parts.model == whole.model and parts.interpolation_weight == whole.interpolation_weight
+
+    refused = split.rerank("moon", [*CANDIDATES[:3], Candidate("", "no id")])
+    assert refused.scores is None and refused.code == "worker_refused"
+    assert "candidate 0: 'id' must be a non-empty string" in (refused.reason or "")
+    many = split.rerank_many([("moon", CANDIDATES[:2]), ("moon", [CANDIDATES[0], Candidate("", "x")])])
+    assert many[0].scores is not None and set(many[0].scores) == {"moon", "steak"}
+    assert many[1].scores is None and many[1].code == "worker_refused"
+
+
 def test_a_repeated_query_is_served_from_the_score_cache(
     fast: tuple[CeleryReranker, WorkerProcess, Path],
 ) -> None:
@@ -253,6 +280,22 @@ def test_deadline_passed_gives_first_stage_within_the_deadline(
     elapsed = time.monotonic() - started
     timing("rerank past a 300 ms deadline", elapsed)
     assert outcome.scores is None and "deadline of 300 ms passed" in (outcome.reason or "")
+    assert outcome.code == "deadline"
+    assert elapsed < 0.3 + DEADLINE_OVERRUN_S
+
+
+def test_a_per_call_deadline_overrides_the_configured_one(
+    slow: tuple[CeleryReranker, list[WorkerProcess]],
+) -> None:
+    """The reranker's own deadline is a minute; this call allows 300 ms."""
+    reranker, _ = slow
+    started = time.monotonic()
+    outcome = reranker.rerank(
+        "moon", [Candidate(c["id"], c["text"]) for c in many(40, words=120)], deadline_ms=300
+    )
+    elapsed = time.monotonic() - started
+    timing("rerank past a 300 ms per-call deadline", elapsed)
+    assert (outcome.code, outcome.reason) == ("deadline", "rerank deadline of 300 ms passed")
     assert elapsed < 0.3 + DEADLINE_OVERRUN_S
 
 
@@ -424,6 +467,7 @@ def test_search_degrades_while_redis_is_down_and_recovers(
         timing("search with the broker down (2 s deadline)", elapsed)
         assert elapsed < 2.0 + BROKER_DOWN_OVERRUN_S
         assert not degraded.reranked and "unreachable" in (degraded.rerank_note or "")
+        assert reranker.rerank("moon", CANDIDATES[:1]).code == "broker_unreachable"
         assert [h.id for h in degraded.hits] == [
             h.id for h in pipeline.search("moon phases", k=3, rerank=False).hits
         ]
@@ -433,6 +477,13 @@ def test_search_degrades_while_redis_is_down_and_recovers(
             lambda: pipeline.search("moon phases", k=3).reranked, RECOVERY_S, "rerank after Redis", 1.0
         )
         timing("reranking back after Redis restarted", back)
+
+        # Sent while Redis was up, its result read after Redis went away.
+        task_id = reranker.submit("moon " + str(time.time()), CANDIDATES[:1])
+        subprocess.run([script, "stop"], env=redis_env, check=True, capture_output=True)
+        lost = reranker.collect(task_id, timeout_s=2.0)
+        assert lost is not None and lost.code == "result_unavailable", lost
+        assert (lost.reason or "").startswith("rerank result unavailable: ")
     finally:
         worker.stop()
         subprocess.run([script, "stop"], env=redis_env, capture_output=True, check=False)

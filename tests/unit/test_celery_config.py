@@ -7,7 +7,7 @@ import pytest
 from hybrid_rerank.connector.errors import ConfigurationError
 from hybrid_rerank.connector.settings import Settings, load_settings
 from hybrid_rerank.workers.celery_app import make_app
-from hybrid_rerank.workers.protocol import TASK_NAME, queue_for
+from hybrid_rerank.workers.protocol import TASK_NAME, batch_queue_for, queue_for
 
 
 @pytest.fixture
@@ -28,6 +28,28 @@ def test_json_only_late_acks_and_one_task_at_a_time(settings: Settings) -> None:
     assert conf.broker_transport_options["visibility_timeout"] == 120
     assert conf.result_expires == 3600
     assert conf.task_default_queue == queue_for("/models/ms-marco-MiniLM-L-6-v2")
+
+
+def test_both_queues_are_declared_interactive_first_and_polled_in_that_order(settings: Settings) -> None:
+    """A plain worker consumes the declared queues in this order, and with the "priority" order kombu's
+    Redis transport sends one BRPOP listing them so (Redis pops the first non-empty list), instead of
+    rotating the last served queue to the back (its default, round_robin)."""
+    from kombu.utils.scheduling import cycle_by_name, priority_cycle
+
+    model = "/models/ms-marco-MiniLM-L-6-v2"
+    conf = make_app(settings).conf
+    queues = list(conf.task_queues)
+    assert [q.name for q in queues] == [queue_for(model), batch_queue_for(model)]
+    # Bound as Celery binds a queue it creates on first use, so older clients and workers still agree.
+    assert [(q.exchange.name, q.exchange.type, q.routing_key) for q in queues] == [
+        (q.name, "direct", q.name) for q in queues
+    ]
+    assert conf.task_default_queue == queues[0].name
+    strategy = conf.broker_transport_options["queue_order_strategy"]
+    cycle = cycle_by_name(strategy)(["interactive", "batch"])
+    assert isinstance(cycle, priority_cycle)
+    cycle.rotate("interactive")  # what kombu does after a message from that queue
+    assert cycle.consume(2) == ["interactive", "batch"]
 
 
 def test_the_searching_side_fails_fast(settings: Settings) -> None:

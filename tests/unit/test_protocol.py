@@ -8,8 +8,11 @@ import pytest
 
 from hybrid_rerank.workers.errors import RerankInputError
 from hybrid_rerank.workers.protocol import (
+    FALLBACK_CODES,
     Candidate,
+    RerankOutcome,
     RerankRequest,
+    batch_queue_for,
     encode_error,
     encode_reply,
     encode_request,
@@ -56,20 +59,52 @@ def test_a_reply_carries_scores_and_the_models_weight() -> None:
 
 
 @pytest.mark.parametrize(
-    ("state", "reply", "reason"),
+    ("state", "reply", "reason", "code"),
     [
-        ("FAILURE", "boom", "rerank task failure"),
-        ("SUCCESS", ["not", "an", "object"], "rerank worker replied"),
-        ("SUCCESS", encode_error("bad request", "w1"), "refused the request: bad request"),
-        ("SUCCESS", {"model": "m"}, "no 'scores' list"),
-        ("SUCCESS", {"scores": [{"id": "a", "score": "high"}]}, "malformed score entry"),
-        ("SUCCESS", {"scores": [{"id": 3, "score": 1.0}]}, "malformed score entry"),
-        ("SUCCESS", {"scores": [{"id": "a", "score": float("nan")}]}, "malformed score entry"),
+        ("FAILURE", "boom", "rerank task failure", "task_failed"),
+        ("REVOKED", None, "rerank task revoked: None", "task_failed"),
+        ("SUCCESS", ["not", "an", "object"], "rerank worker replied", "malformed_reply"),
+        ("SUCCESS", encode_error("bad request", "w1"), "refused the request: bad request", "worker_refused"),
+        ("SUCCESS", {"model": "m"}, "no 'scores' list", "malformed_reply"),
+        ("SUCCESS", {"scores": [{"id": "a", "score": "high"}]}, "malformed score entry", "malformed_reply"),
+        ("SUCCESS", {"scores": [{"id": 3, "score": 1.0}]}, "malformed score entry", "malformed_reply"),
+        (
+            "SUCCESS",
+            {"scores": [{"id": "a", "score": float("nan")}]},
+            "malformed score entry",
+            "malformed_reply",
+        ),
     ],
 )
-def test_a_malformed_reply_is_a_failed_outcome_that_says_why(state: str, reply: object, reason: str) -> None:
+def test_a_malformed_reply_is_a_failed_outcome_that_says_why(
+    state: str, reply: object, reason: str, code: str
+) -> None:
     outcome = parse_reply(state, reply)
     assert outcome.scores is None and reason in (outcome.reason or "")
+    assert outcome.code == code
+
+
+def test_the_fallback_codes_are_a_fixed_set() -> None:
+    """They are a Prometheus label and a field of API replies: adding one is a decision, not an accident."""
+    assert FALLBACK_CODES == (
+        "deadline",
+        "broker_unreachable",
+        "result_unavailable",
+        "task_failed",
+        "worker_refused",
+        "malformed_reply",
+        "invalid_request",
+        "model_unavailable",
+        "scoring_failed",
+    )
+    assert RerankOutcome.failed("why", "deadline") == RerankOutcome(None, "why", code="deadline")
+    assert RerankOutcome.failed("why").code is None  # rerankers written before codes still build
+    assert parse_reply("SUCCESS", encode_reply("m", [("a", 1.0)])).code is None
+
+
+def test_the_batch_queue_is_the_models_queue_with_a_suffix() -> None:
+    assert batch_queue_for("/models/My Cross-Encoder v2") == "rerank.My-Cross-Encoder-v2-a0d0fe36.batch"
+    assert batch_queue_for("/a/model") != batch_queue_for("/b/model")
 
 
 def test_an_out_of_range_weight_in_a_reply_is_ignored() -> None:
