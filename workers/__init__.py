@@ -7,6 +7,8 @@ contained (it imports nothing from the connector).
   constructor arguments.
 - `scorer`, `score_cache`, `runtime/`: the reranking core, its Redis score cache, and the model runtime.
 - `celery_app`, `tasks`: the Celery app built from the settings and the thin task.
+- `metrics`, `health`: the workers' Prometheus metrics (multiprocess) and the probes the service asks
+  (queue depths, who consumes a queue).
 
 Importing this package is cheap: torch loads only when a scorer is first used, and the Celery app is built
 from the settings only when asked for, as `celery -A hybrid_rerank.workers worker` does.

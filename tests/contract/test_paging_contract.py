@@ -66,7 +66,9 @@ class ReverseIdReranker(Reranker):
     def __init__(self) -> None:
         self.heads: list[list[str]] = []
 
-    def rerank(self, query: str, candidates: Sequence[Candidate]) -> RerankOutcome:
+    def rerank(
+        self, query: str, candidates: Sequence[Candidate], *, deadline_ms: int | None = None
+    ) -> RerankOutcome:
         self.heads.append([c.id for c in candidates])
         return RerankOutcome({c.id: float(int(c.id[1:])) for c in candidates}, model="reverse-id")
 

@@ -222,7 +222,9 @@ class KnownReranker(Reranker):
         self.scores = scores
         self.heads: list[list[str]] = []
 
-    def rerank(self, query: str, candidates: Sequence[Candidate]) -> RerankOutcome:
+    def rerank(
+        self, query: str, candidates: Sequence[Candidate], *, deadline_ms: int | None = None
+    ) -> RerankOutcome:
         self.heads.append([c.id for c in candidates])
         return RerankOutcome({c.id: self.scores[c.id] for c in candidates}, model="known")
 

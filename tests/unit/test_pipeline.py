@@ -58,7 +58,9 @@ class ReverseReranker(Reranker):
         self.tuned_weight = tuned_weight
         self.drop = drop  # leave out this many scores, as a broken reranker would
 
-    def rerank(self, query: str, candidates: Sequence[Candidate]) -> RerankOutcome:
+    def rerank(
+        self, query: str, candidates: Sequence[Candidate], *, deadline_ms: int | None = None
+    ) -> RerankOutcome:
         ordered = sorted((c.id for c in candidates), reverse=True)
         scores = {doc_id: float(len(ordered) - i) for i, doc_id in enumerate(ordered)}
         for doc_id in ordered[: self.drop]:
@@ -75,7 +77,9 @@ class KnownReranker(Reranker):
         self.scores = dict(scores)
         self.tuned_weight = tuned_weight
 
-    def rerank(self, query: str, candidates: Sequence[Candidate]) -> RerankOutcome:
+    def rerank(
+        self, query: str, candidates: Sequence[Candidate], *, deadline_ms: int | None = None
+    ) -> RerankOutcome:
         return RerankOutcome(
             {c.id: self.scores[c.id] for c in candidates},
             model="known",

@@ -33,7 +33,7 @@ from hybrid_rerank.connector.embedder import Embedder, ProgressCallback
 from hybrid_rerank.connector.errors import IndexMismatchError, IndexMissingError, InvalidQueryError
 from hybrid_rerank.connector.fusion import FusionMethod
 from hybrid_rerank.connector.indexing import index_documents
-from hybrid_rerank.connector.pipeline import Hit, SearchOptions, SearchPipeline, SearchResult
+from hybrid_rerank.connector.pipeline import Hit, SearchOptions, SearchPipeline, SearchResult, hit_json
 from hybrid_rerank.connector.stages import FusionOptions, fuse_recall
 from hybrid_rerank.workers.client import Reranker
 from hybrid_rerank.workers.protocol import Candidate, RerankOutcome
@@ -106,9 +106,13 @@ class TableReranker(Reranker):
         self.tuned_weight = tuned_weight
         self.leave_out = set(leave_out)
         self.requests: list[tuple[str, list[Candidate]]] = []
+        self.deadlines: list[int | None] = []
 
-    def rerank(self, query: str, candidates: Sequence[Candidate]) -> RerankOutcome:
+    def rerank(
+        self, query: str, candidates: Sequence[Candidate], *, deadline_ms: int | None = None
+    ) -> RerankOutcome:
         self.requests.append((query, list(candidates)))
+        self.deadlines.append(deadline_ms)
         scores = {c.id: self.scores[c.id] for c in candidates if c.id not in self.leave_out}
         return RerankOutcome(scores, model="table", interpolation_weight=self.tuned_weight)
 
@@ -119,7 +123,9 @@ class FailedReranker(Reranker):
     def __init__(self, outcome: RerankOutcome) -> None:
         self.outcome = outcome
 
-    def rerank(self, query: str, candidates: Sequence[Candidate]) -> RerankOutcome:
+    def rerank(
+        self, query: str, candidates: Sequence[Candidate], *, deadline_ms: int | None = None
+    ) -> RerankOutcome:
         return self.outcome
 
 
@@ -288,14 +294,43 @@ def test_k_defaults_to_the_setting_and_a_pipeline_without_options_uses_the_defau
 
 
 def test_why_a_result_is_not_reranked(backend: EmbeddedBackend) -> None:
-    assert (
-        make(backend, None).search("moon").rerank_note == "no rerank model configured (RERANK_MODEL is off)"
-    )
+    no_model = make(backend, None).search("moon")
+    assert no_model.rerank_note == "no rerank model configured (RERANK_MODEL is off)"
+    assert no_model.rerank_fallback == "no_model"
     off = make(backend, TableReranker(RERANK), rerank_depth=0).search("moon")
     assert (off.reranked, off.rerank_note, ids(off)) == (False, "RERANK_DEPTH is 0", FIRST_STAGE)
+    assert off.rerank_fallback == "depth_zero"
     nothing = make(backend, TableReranker(RERANK)).search("moon", filters={"sky": "nowhere"})
     assert (nothing.reranked, nothing.rerank_note, nothing.hits) == (False, "no candidates to rerank", [])
-    assert nothing.candidates == 0
+    assert nothing.candidates == 0 and nothing.rerank_fallback == "no_candidates"
+    asked_off = make(backend, TableReranker(RERANK)).search("moon", rerank=False)
+    assert (asked_off.rerank_fallback, asked_off.rerank_note) == (
+        "turned_off",
+        "reranking turned off for this query",
+    )
+    done = make(backend, TableReranker(RERANK)).search("moon")
+    assert done.reranked and done.rerank_fallback is None and done.rerank_note is None
+
+
+def test_the_deadline_of_one_search_reaches_the_reranker(backend: EmbeddedBackend) -> None:
+    reranker = TableReranker(RERANK)
+    pipeline = make(backend, reranker)
+    pipeline.search("moon", deadline_ms=250)
+    pipeline.search("moon")
+    assert reranker.deadlines == [250, None]
+
+
+def test_the_first_stage_page_sits_beside_the_reranked_one(backend: EmbeddedBackend) -> None:
+    result = make(backend, TableReranker(RERANK), rerank_weight=1.0).search("moon", k=3, offset=1)
+    assert [h.id for h in result.first_stage] == FIRST_STAGE[1:4]
+    assert [h.rank for h in result.first_stage] == [2, 3, 4]
+    assert [h.score for h in result.first_stage] == pytest.approx([FUSED[i] for i in FIRST_STAGE[1:4]])
+    assert [h.rerank_score for h in result.first_stage] == [RERANK[i] for i in FIRST_STAGE[1:4]]
+    assert ids(result) != [h.id for h in result.first_stage]
+    assert result.to_json(include_first_stage=True)["first_stage"] == [
+        hit_json(h) for h in result.first_stage
+    ]
+    assert "first_stage" not in result.to_json()
 
 
 def test_a_head_of_one_and_a_pool_of_one_are_reranked(backend: EmbeddedBackend) -> None:
@@ -322,17 +357,23 @@ def test_the_recall_depth_bounds_each_leg(backend: EmbeddedBackend) -> None:
 
 
 @pytest.mark.parametrize(
-    ("outcome", "note"),
+    ("outcome", "note", "code"),
     [
-        (RerankOutcome.failed("rerank workers are down"), "rerank workers are down"),
-        (RerankOutcome(None), "reranker returned no scores"),
+        (
+            RerankOutcome.failed("rerank workers are down", "broker_unreachable"),
+            "rerank workers are down",
+            "broker_unreachable",
+        ),
+        (RerankOutcome.failed("late", "deadline"), "late", "deadline"),
+        (RerankOutcome(None), "reranker returned no scores", "failed"),
     ],
 )
 def test_a_failed_rerank_keeps_the_first_stage_and_says_why(
-    backend: EmbeddedBackend, outcome: RerankOutcome, note: str
+    backend: EmbeddedBackend, outcome: RerankOutcome, note: str, code: str
 ) -> None:
     result = make(backend, FailedReranker(outcome)).search("moon", k=3)
     assert (result.reranked, result.rerank_note, ids(result)) == (False, note, FIRST_STAGE[:3])
+    assert result.rerank_fallback == code
     assert scores(result) == pytest.approx({i: FUSED[i] for i in FIRST_STAGE[:3]})
     assert [h.rerank_score for h in result.hits] == [None, None, None]
 
@@ -341,6 +382,7 @@ def test_a_reply_missing_a_head_score_is_not_used(backend: EmbeddedBackend) -> N
     result = make(backend, TableReranker(RERANK, leave_out=["l4"])).search("moon")
     assert not result.reranked
     assert result.rerank_note == "the reranker returned no score for 1 candidate(s), e.g. 'l4'"
+    assert result.rerank_fallback == "missing_scores"
     assert ids(result) == FIRST_STAGE and all(h.rerank_score is None for h in result.hits)
     two = make(backend, TableReranker(RERANK, leave_out=["m2", "m1"])).search("moon")
     assert two.rerank_note == "the reranker returned no score for 2 candidate(s), e.g. 'm2'"
@@ -497,6 +539,7 @@ def test_the_json_form_holds_every_stage() -> None:
         "query": "q",
         "reranked": True,
         "rerank_note": None,
+        "rerank_fallback": None,
         "timings_ms": {"recall": 1.235, "total": 2.0},
         "candidates": 7,
         "hits": [
