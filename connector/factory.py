@@ -127,6 +127,7 @@ def make_service(settings: Settings, index_name: str | None = None) -> ServicePa
     and the workers, else jobs in this process and the in-process model."""
     from hybrid_rerank.connector.service.app import ServiceParts
     from hybrid_rerank.connector.service.jobs import MemoryJobStore, RedisJobStore
+    from hybrid_rerank.connector.service.readiness import RecentConsumers
     from hybrid_rerank.workers.client import CeleryReranker
 
     pipeline = make_pipeline(settings, backend=open_backend(settings, index_name))
@@ -150,6 +151,8 @@ def make_service(settings: Settings, index_name: str | None = None) -> ServicePa
         config,
         RedisJobStore(client, settings.service_job_ttl_s),
         ping_redis=ping,
-        consumers=lambda: consumers(celery_reranker.app, celery_reranker.queue, timeout_s=1.0),
+        consumers=RecentConsumers(
+            lambda: consumers(celery_reranker.app, celery_reranker.queue, timeout_s=0.5)
+        ),
         queue_depths=lambda: queue_depths(url, celery_reranker.model),
     )

@@ -4,6 +4,8 @@ loaded in this process. Each check says what it saw, so an operator reads the re
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +22,27 @@ class Readiness:
 
     def to_json(self) -> dict[str, Any]:
         return {"ready": self.ready, "checks": self.checks}
+
+
+class RecentConsumers:
+    """Who consumes the queue, asked at most every `ttl_s` while someone does: asking the workers waits out
+    its whole timeout (a Celery broadcast), and an orchestrator's probe may give up after one second. An
+    empty answer is never kept, so a worker that comes up is seen at the next probe."""
+
+    def __init__(
+        self, ask: Callable[[], list[str]], ttl_s: float = 10.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.ask = ask
+        self.ttl_s = ttl_s
+        self.clock = clock
+        self._hosts: list[str] = []
+        self._asked = -math.inf
+
+    def __call__(self) -> list[str]:
+        if not self._hosts or self.clock() - self._asked >= self.ttl_s:
+            self._hosts = self.ask()
+            self._asked = self.clock()
+        return list(self._hosts)
 
 
 def engine_check(backend: Backend) -> tuple[bool, str]:

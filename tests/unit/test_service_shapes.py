@@ -10,6 +10,7 @@ import pytest
 from hybrid_rerank.connector.backends.base import Range
 from hybrid_rerank.connector.service.errors import ApiError, dialect_of, error_body, field_of
 from hybrid_rerank.connector.service.limits import ServiceLimits
+from hybrid_rerank.connector.service.readiness import RecentConsumers
 from hybrid_rerank.connector.service.rerank_api import (
     candidates_of,
     check_rerank_input,
@@ -173,3 +174,21 @@ def test_each_api_family_has_its_error_shape() -> None:
     assert error_body("tei", 502, "odd", None)["error_type"] == "Backend"
     assert error_body("cohere", 400, "bad", "top_n") == {"message": "bad", "field": "top_n"}
     assert error_body("ours", 422, "bad", "k") == {"error": "bad", "field": "k"}
+
+
+def test_the_workers_are_asked_again_only_after_the_ttl_or_when_none_answered() -> None:
+    now = [0.0]
+    answers = [[], ["w1"], ["w1", "w2"]]
+    asked: list[float] = []
+
+    def ask() -> list[str]:
+        asked.append(now[0])
+        return answers[min(len(asked) - 1, len(answers) - 1)]
+
+    recent = RecentConsumers(ask, ttl_s=10.0, clock=lambda: now[0])
+    assert recent() == []  # nobody: not kept
+    assert recent() == ["w1"]  # asked again at once
+    now[0] = 9.9
+    assert recent() == ["w1"] and len(asked) == 2  # kept within the ttl
+    now[0] = 10.0
+    assert recent() == ["w1", "w2"] and asked == [0.0, 0.0, 10.0]
