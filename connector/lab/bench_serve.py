@@ -18,6 +18,7 @@ Loopback only unless told otherwise: load on other machines' addresses is not ou
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -37,12 +38,40 @@ from hybrid_rerank.connector.lab.bench_serve_report import (
     Outcome,
     ServeBenchReport,
     aggregate,
-    read_reply,
 )
 from hybrid_rerank.connector.pipeline import SearchPipeline
 from hybrid_rerank.connector.progress import duration
 
 TICK_S = 1.0
+
+
+def rerank_note_reason(note: str | None) -> str:
+    """A /search fallback's note as a count key."""
+    return note.strip() if note and note.strip() else "reranked: false without a note"
+
+
+def read_reply(route: str, status: int, body: bytes, latency_ms: float) -> Outcome:
+    """Judge an answered request by what its route promises: /search JSON with `hits` and `reranked` (a
+    `reranked: false` reply is a fallback, with its `rerank_note`), /rerank a list of scores, /v1/rerank an
+    object with `results`. A 429 or 5xx from a rerank route is that route's fallback."""
+    if not 200 <= status < 300:
+        fallback = f"HTTP {status}" if route != SEARCH and (status == 429 or status >= 500) else None
+        detail = body[:300].decode("utf-8", "replace")
+        return Outcome(route, latency_ms, status, fallback=fallback, detail=detail)
+    try:
+        reply = json.loads(body)
+    except ValueError:
+        return Outcome(route, latency_ms, status, invalid="not JSON")
+    if route == SEARCH:
+        if not isinstance(reply, dict) or not isinstance(reply.get("hits"), list):
+            return Outcome(route, latency_ms, status, invalid="no hits list")
+        if reply.get("reranked") is False:
+            return Outcome(route, latency_ms, status, fallback=rerank_note_reason(reply.get("rerank_note")))
+        return Outcome(route, latency_ms, status)
+    results = reply if route == "/rerank" else (reply.get("results") if isinstance(reply, dict) else None)
+    if not isinstance(results, list) or not results:
+        return Outcome(route, latency_ms, status, invalid="no scores")
+    return Outcome(route, latency_ms, status)
 
 
 @dataclass(frozen=True)
@@ -216,9 +245,11 @@ def measure_added_latency(
     local: list[float] = []
     served: list[float] = []
     reranked = {"local": 0, "service": 0}
+    pipeline_ms: dict[str, list[float]] = {"local": [], "service": []}
     errors: dict[str, int] = {}
     for index, query in enumerate(queries):
         timings: dict[str, float] = {}
+        totals: dict[str, float] = {}
         status = 200
         for side in ("local", "service") if index % 2 == 0 else ("service", "local"):
             started = time.perf_counter()
@@ -226,20 +257,33 @@ def measure_added_latency(
                 result = pipeline.search(query)
                 timings[side] = (time.perf_counter() - started) * 1000.0
                 reranked[side] += result.reranked
+                totals[side] = result.timings_ms["total"]
                 continue
             reply = http.post(SEARCH, json={"query": query})
             timings[side] = (time.perf_counter() - started) * 1000.0
             status = reply.status_code
-            reranked[side] += status == 200 and reply.json().get("reranked") is True
+            if status == 200:
+                answer = reply.json()
+                reranked[side] += answer.get("reranked") is True
+                totals[side] = float(answer["timings_ms"]["total"])
         if status != 200:
             errors[str(status)] = errors.get(str(status), 0) + 1
             continue
         local.append(timings["local"])
         served.append(timings["service"])
+        for side, samples in pipeline_ms.items():
+            samples.append(totals[side])
         if (index + 1) % max(len(queries) // 5, 1) == 0:
             say(f"added latency: {index + 1}/{len(queries)} queries")
     return AddedLatency(
-        rerank_path, tuple(local), tuple(served), reranked["local"], reranked["service"], errors
+        rerank_path,
+        tuple(local),
+        tuple(served),
+        reranked["local"],
+        reranked["service"],
+        errors,
+        in_process_pipeline_ms=tuple(pipeline_ms["local"]),
+        service_pipeline_ms=tuple(pipeline_ms["service"]),
     )
 
 

@@ -6,7 +6,6 @@ Everything here is pure: no network, no clock. `bench_serve` produces the outcom
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ class Outcome:
     lost: str | None = None
     fallback: str | None = None
     invalid: str | None = None  # a 2xx reply that is not what the route promises
+    detail: str | None = None  # the start of an error reply's body: what the service said was wrong
 
     @property
     def ok(self) -> bool:
@@ -57,34 +57,6 @@ def percentiles(samples_ms: Sequence[float]) -> dict[str, float] | None:
     }
 
 
-def rerank_note_reason(note: str | None) -> str:
-    """A /search fallback's note as a count key."""
-    return note.strip() if note and note.strip() else "reranked: false without a note"
-
-
-def read_reply(route: str, status: int, body: bytes, latency_ms: float) -> Outcome:
-    """Judge an answered request by what its route promises: /search JSON with `hits` and `reranked` (a
-    `reranked: false` reply is a fallback, with its `rerank_note`), /rerank a list of scores, /v1/rerank an
-    object with `results`. A 429 or 5xx from a rerank route is that route's fallback."""
-    if not 200 <= status < 300:
-        fallback = f"HTTP {status}" if route != SEARCH and (status == 429 or status >= 500) else None
-        return Outcome(route, latency_ms, status, fallback=fallback)
-    try:
-        reply = json.loads(body)
-    except ValueError:
-        return Outcome(route, latency_ms, status, invalid="not JSON")
-    if route == SEARCH:
-        if not isinstance(reply, dict) or not isinstance(reply.get("hits"), list):
-            return Outcome(route, latency_ms, status, invalid="no hits list")
-        if reply.get("reranked") is False:
-            return Outcome(route, latency_ms, status, fallback=rerank_note_reason(reply.get("rerank_note")))
-        return Outcome(route, latency_ms, status)
-    results = reply if route == "/rerank" else (reply.get("results") if isinstance(reply, dict) else None)
-    if not isinstance(results, list) or not results:
-        return Outcome(route, latency_ms, status, invalid="no scores")
-    return Outcome(route, latency_ms, status)
-
-
 @dataclass(frozen=True)
 class RouteStats:
     """One route at one client count. sent = ok + errors + lost; a fallback is counted within ok (a
@@ -93,8 +65,10 @@ class RouteStats:
     route: str
     sent: int
     ok: int
+    reranked: int  # ok replies that were reranked: a /search fallback is ok but not reranked
     errors: dict[str, int]  # HTTP status, or "invalid reply: why" for a 2xx we could not use
     lost: dict[str, int]  # "timeout", or "connection (ErrorType)"
+    error_examples: dict[str, str]  # status -> the first such reply's body (its start)
     fallbacks: dict[str, int]
     latency_ms: dict[str, float] | None  # percentiles() of the ok replies
     throughput_rps: float  # ok replies per second of the level's wall time
@@ -111,21 +85,29 @@ class RouteStats:
         return {
             "sent": self.sent,
             "ok": self.ok,
+            "reranked": self.reranked,
             "answered": self.answered,
             "errors": self.errors,
             "lost": self.lost,
+            "error_examples": self.error_examples,
             "lost_total": sum(self.lost.values()),
             "server_errors_5xx": self.server_errors,
             "fallbacks": self.fallbacks,
             "latency_ms": self.latency_ms,
             "throughput_rps": self.throughput_rps,
+            "reranked_rps": self.reranked_rps,
         }
+
+    @property
+    def reranked_rps(self) -> float:
+        return self.throughput_rps * self.reranked / self.ok if self.ok else 0.0
 
 
 def route_stats(route: str, outcomes: Iterable[Outcome], elapsed_s: float) -> RouteStats:
     chosen = list(outcomes)
     errors: Counter[str] = Counter()
     lost: Counter[str] = Counter()
+    examples: dict[str, str] = {}
     for outcome in chosen:
         if outcome.status is None:
             lost[outcome.lost or "unanswered"] += 1
@@ -133,13 +115,16 @@ def route_stats(route: str, outcomes: Iterable[Outcome], elapsed_s: float) -> Ro
             errors[f"invalid reply: {outcome.invalid}"] += 1
         elif not outcome.ok:
             errors[str(outcome.status)] += 1
+            examples.setdefault(str(outcome.status), outcome.detail or "")
     good = [o.latency_ms for o in chosen if o.ok]
     return RouteStats(
         route=route,
         sent=len(chosen),
         ok=len(good),
+        reranked=sum(1 for o in chosen if o.ok and o.fallback is None),
         errors=dict(sorted(errors.items())),
         lost=dict(sorted(lost.items())),
+        error_examples=dict(sorted(examples.items())),
         fallbacks=dict(Counter(o.fallback for o in chosen if o.fallback is not None).most_common()),
         latency_ms=percentiles(good),
         throughput_rps=len(good) / elapsed_s if elapsed_s > 0 else 0.0,
@@ -185,6 +170,9 @@ class AddedLatency:
     reranked_in_process: int
     reranked_service: int
     service_errors: dict[str, int]  # status -> count; those queries are left out of both sides
+    # Each pipeline's own `timings_ms.total`, per query: what the wall time spent outside the pipeline.
+    in_process_pipeline_ms: tuple[float, ...] = ()
+    service_pipeline_ms: tuple[float, ...] = ()
 
     @property
     def queries(self) -> int:
@@ -201,6 +189,14 @@ class AddedLatency:
             "service_ms": served,
             "difference_ms": difference,  # service p50 - in-process p50, and the same for p95
             "paired_difference_ms": paired,  # per query, service - in-process
+            "in_process_pipeline_ms": percentiles(self.in_process_pipeline_ms),
+            "service_pipeline_ms": percentiles(self.service_pipeline_ms),
+            # per query, the service's wall time less its pipeline's total: HTTP, JSON and the framework
+            "outside_pipeline_ms": percentiles(
+                [w - p for w, p in zip(self.service_ms, self.service_pipeline_ms, strict=True)]
+                if len(self.service_pipeline_ms) == len(self.service_ms)
+                else []
+            ),
         }
 
     def to_json(self) -> dict[str, Any]:
@@ -271,6 +267,7 @@ class ServeBenchReport(Report):
                         str(stats.sent),
                         str(stats.ok),
                         f"{stats.throughput_rps:.1f}",
+                        f"{stats.reranked_rps:.1f}",
                         *(_ms(stats.latency_ms, q) for q in QUANTILES),
                         _counts(stats.errors),
                         _counts(stats.lost),
@@ -278,14 +275,15 @@ class ServeBenchReport(Report):
                     ]
                 )
         return report_table(
-            f"load on {self.target}: {self.stack.get('backend', '?')}, "
-            f"rerank {self.stack.get('rerank', '?')} ({self.machine})",
+            f"load on {self.target}: engine {self.stack.get('backend', '?')}, "
+            f"rerank via {self.stack.get('rerank', '?')} ({self.machine})",
             (
                 "clients",
                 "route",
                 "sent",
                 "ok",
                 "ok/s",
+                "reranked/s",
                 "p50 ms",
                 "p95 ms",
                 "p99 ms",
@@ -315,6 +313,13 @@ class ServeBenchReport(Report):
             f"p50 {local['p50']:,.1f} / p95 {local['p95']:,.1f} ms, POST /search p50 {served['p50']:,.1f} / "
             f"p95 {served['p95']:,.1f} ms, difference {served['p50'] - local['p50']:+,.1f} / "
             f"{served['p95'] - local['p95']:+,.1f} ms (per query p50 {paired['p50']:+,.1f} ms)"
+            + (
+                f"; the service's pipeline p50 {summary['service_pipeline_ms']['p50']:,.1f} ms (in-process "
+                f"{summary['in_process_pipeline_ms']['p50']:,.1f}), outside it per query p50 "
+                f"{summary['outside_pipeline_ms']['p50']:,.1f} ms"
+                if summary["outside_pipeline_ms"] and summary["in_process_pipeline_ms"]
+                else ""
+            )
         )
 
     def plot(self, path: Path) -> None:
@@ -325,7 +330,8 @@ class ServeBenchReport(Report):
 
         fig, (latency, throughput, added) = plt.subplots(1, 3, figsize=(16, 4.8))
         clients = [level.clients for level in self.levels]
-        names = list(self.levels[0].routes) if self.levels else []
+        names = list(dict.fromkeys(name for level in self.levels for name in level.routes if name != ALL))
+        names.append(ALL)  # every route any level sent (a short level may miss one), then the sum
         colors = {name: f"C{i}" for i, name in enumerate(names)}
         styles = {"p50": "-", "p95": "--", "p99": ":"}
         for name in names:
@@ -340,7 +346,11 @@ class ServeBenchReport(Report):
             values = [
                 level.routes[name].throughput_rps if name in level.routes else 0.0 for level in self.levels
             ]
-            throughput.plot(clients, values, marker="o", color=colors[name], label=name)
+            throughput.plot(clients, values, marker="o", color=colors[name], label=f"{name} ok")
+            reranked = [
+                level.routes[name].reranked_rps if name in level.routes else 0.0 for level in self.levels
+            ]
+            throughput.plot(clients, reranked, "--", marker="x", color=colors[name], label=f"{name} reranked")
         for axis in (latency, throughput):
             axis.set_xlabel("concurrent clients")
             axis.grid(alpha=0.3)
@@ -351,9 +361,9 @@ class ServeBenchReport(Report):
         latency.set_ylabel("latency of ok replies, ms")
         latency.set_title("p50 / p95 / p99 per route", fontsize=10)
         latency.legend(fontsize=7, ncol=2)
-        throughput.set_ylabel("ok replies / s")
-        throughput.set_title("throughput per route", fontsize=10)
-        throughput.legend(fontsize=8)
+        throughput.set_ylabel("replies / s")
+        throughput.set_title("throughput per route: ok, and reranked (dashed)", fontsize=10)
+        throughput.legend(fontsize=7, ncol=2)
         self._plot_added(added)
         fig.suptitle(f"bench serve: {self.target} ({self.machine})", fontsize=10)
         fig.tight_layout()

@@ -98,6 +98,7 @@ def test_bench_serve_against_a_real_service(tiny_cross_encoder_dir: Path, tmp_pa
             assert stats["throughput_rps"] == pytest.approx(stats["ok"] / level["elapsed_s"])
         assert routes[ALL]["sent"] == sum(stats["sent"] for name, stats in routes.items() if name != ALL)
         assert routes["/search"]["fallbacks"] == {}  # the in-process tiny model reranks every search
+        assert routes[ALL]["reranked"] == routes[ALL]["ok"]
         for route in ROUTES:
             sent_per_route[route] += routes[route]["sent"] if route in routes else 0
     assert all(sent_per_route.values()), sent_per_route  # the default mix sent every route
@@ -111,10 +112,11 @@ def test_bench_serve_against_a_real_service(tiny_cross_encoder_dir: Path, tmp_pa
     added = report["added_latency"]
     assert added["queries"] == ADDED and added["rerank_path"] == "in-process"
     assert added["reranked"] == {"in_process": ADDED, "service": ADDED}
-    for side in ("in_process_ms", "service_ms"):
+    for side in ("in_process_ms", "service_ms", "in_process_pipeline_ms", "service_pipeline_ms"):
         assert added[side]["n"] == ADDED and added[side]["p50"] > 0
     assert added["difference_ms"]["p50"] == pytest.approx(
         added["service_ms"]["p50"] - added["in_process_ms"]["p50"]
     )
+    assert added["outside_pipeline_ms"]["p50"] > 0  # the wall time holds the pipeline's own total
     assert "added latency, 1 client, 6 queries" in " ".join(ran.stdout.split())
     assert "clients 2 (level 2/2)" in ran.stderr and "ETA" in ran.stderr  # progress with a rate and an ETA

@@ -20,7 +20,7 @@ import pytest
 from rich.console import Console
 
 from hybrid_rerank.connector.errors import ConfigurationError
-from hybrid_rerank.connector.lab.bench_serve import ProgressLines, Tick, Workload, run_level
+from hybrid_rerank.connector.lab.bench_serve import ProgressLines, Tick, Workload, read_reply, run_level
 from hybrid_rerank.connector.lab.bench_serve_plan import (
     ServeBenchPlan,
     check_target,
@@ -35,7 +35,6 @@ from hybrid_rerank.connector.lab.bench_serve_report import (
     ServeBenchReport,
     aggregate,
     percentiles,
-    read_reply,
 )
 from hybrid_rerank.connector.lab.demo import demo_data_dir
 from hybrid_rerank.connector.lab.reports import write_report
@@ -60,7 +59,8 @@ def test_read_reply_judges_each_route_by_what_it_promises() -> None:
     assert fallback.ok and fallback.fallback == "rerank deadline passed"
     silent = read_reply("/search", 200, b'{"hits": [], "reranked": false}', 1.0)
     assert silent.ok and silent.fallback == "reranked: false without a note"
-    server_error = read_reply("/search", 503, b"{}", 1.0)
+    server_error = read_reply("/search", 503, b'{"error": "engine down"}', 1.0)
+    assert server_error.detail == '{"error": "engine down"}'
     assert not server_error.ok and server_error.fallback is None  # an error on /search, not a fallback
     assert read_reply("/rerank", 429, b"{}", 1.0).fallback == "HTTP 429"
     assert read_reply("/v1/rerank", 500, b"{}", 1.0).fallback == "HTTP 500"
@@ -76,7 +76,7 @@ def outcomes_by_hand() -> list[Outcome]:
     return [
         Outcome("/search", 10.0, 200),
         Outcome("/search", 20.0, 200, fallback="rerank deadline passed"),
-        Outcome("/search", 9000.0, 503),  # an error's latency never enters the percentiles
+        Outcome("/search", 9000.0, 503, detail="engine down"),  # its latency never enters the percentiles
         Outcome("/search", 30000.0, None, lost="timeout"),
         Outcome("/rerank", 40.0, 200),
         Outcome("/rerank", 2.0, 429, fallback="HTTP 429"),
@@ -91,10 +91,12 @@ def test_aggregate_counts_add_up_per_route_and_in_all() -> None:
     search, rerank, v1, total = (level.routes[name] for name in level.routes)
     assert (search.sent, search.ok, search.errors, search.lost) == (4, 2, {"503": 1}, {"timeout": 1})
     assert search.fallbacks == {"rerank deadline passed": 1} and search.server_errors == 1
+    assert search.error_examples == {"503": "engine down"}
     assert (
         search.latency_ms is not None and search.latency_ms["p50"] == 15.0 and search.latency_ms["max"] == 20
     )
     assert search.throughput_rps == pytest.approx(2 / 2.5)  # ok replies over the wall time with the drain
+    assert search.reranked == 1 and search.reranked_rps == pytest.approx(1 / 2.5)  # the fallback is not
     assert (rerank.ok, rerank.errors, rerank.lost, rerank.fallbacks) == (
         1,
         {"429": 1},
@@ -105,7 +107,8 @@ def test_aggregate_counts_add_up_per_route_and_in_all() -> None:
     for stats in level.routes.values():
         assert stats.sent == stats.ok + sum(stats.errors.values()) + sum(stats.lost.values()), stats.route
         assert stats.answered == stats.sent - sum(stats.lost.values())
-    assert (total.sent, total.ok, total.server_errors) == (8, 3, 1)
+    assert (total.sent, total.ok, total.reranked, total.server_errors) == (8, 3, 2, 1)
+    assert rerank.reranked == rerank.ok == 1 and v1.reranked == 0
     assert total.lost == {"connection (ReadError)": 1, "timeout": 1}
     assert total.fallbacks == {"rerank deadline passed": 1, "HTTP 429": 1}
 
@@ -118,6 +121,8 @@ def added_latency() -> AddedLatency:
         reranked_in_process=4,
         reranked_service=4,
         service_errors={},
+        in_process_pipeline_ms=(99.0, 109.0, 119.0, 129.0),
+        service_pipeline_ms=(101.0, 110.0, 120.0, 190.0),
     )
 
 
@@ -130,6 +135,9 @@ def test_added_latency_is_service_minus_in_process_of_each_quantile_and_per_quer
     )
     assert summary["paired_difference_ms"]["p50"] == pytest.approx(4.5)  # of 4, 3, 5, 70
     assert summary["paired_difference_ms"]["max"] == 70.0
+    # wall less the service's own pipeline total: 3, 3, 5, 10
+    assert summary["outside_pipeline_ms"]["p50"] == pytest.approx(4.0)
+    assert summary["service_pipeline_ms"]["max"] == 190.0 and summary["in_process_pipeline_ms"]["n"] == 4
 
 
 def serve_report(added: AddedLatency | None) -> ServeBenchReport:
@@ -161,6 +169,7 @@ def test_report_json_table_and_chart(tmp_path: Path) -> None:
     assert [level["clients"] for level in written["levels"]] == [1, 20]
     search = written["levels"][1]["routes"]["/search"]
     assert (search["sent"], search["ok"], search["lost_total"], search["server_errors_5xx"]) == (4, 2, 1, 1)
+    assert (search["reranked"], search["reranked_rps"]) == (1, pytest.approx(1 / 2.4))
     assert written["added_latency"]["samples_ms"]["service"] == [104.0, 113.0, 125.0, 200.0]
     assert written["added_latency"]["reranked"] == {"in_process": 4, "service": 4}
     assert "samples_ms" not in report.printed_json()["added_latency"]
@@ -169,7 +178,9 @@ def test_report_json_table_and_chart(tmp_path: Path) -> None:
     lines = shown.splitlines()
     assert any("/search" in line and "503: 1" in line and "timeout: 1" in line for line in lines), shown
     assert any("rerank deadline passed: 1" in line for line in lines)  # whole, not cut, on a narrow console
-    assert "added latency, 1 client, 4 queries, rerank Celery workers" in shown.replace("\n", " ")
+    flat = " ".join(shown.split())
+    assert "added latency, 1 client, 4 queries, rerank Celery workers" in flat
+    assert "the service's pipeline p50 115.0 ms (in-process 114.0), outside it per query p50 4.0 ms" in flat
 
 
 def test_report_without_added_latency_still_plots(tmp_path: Path) -> None:
