@@ -46,10 +46,11 @@ class RerankRequest:
 
 
 # Why a rerank fell back to the first-stage order, a fixed set (a Prometheus label, a field of API replies):
-# - deadline: the deadline passed before every score came back (a batch's timeout too)
+# - deadline: the deadline passed before every score came back (a batch's timeout too), or a task expired in
+#   the queue (REVOKED) before a worker took it
 # - broker_unreachable: the task could not be sent (Redis down or refusing)
 # - result_unavailable: the task was sent but its result could not be read (Redis went away meanwhile)
-# - task_failed: the task itself ended in FAILURE, REVOKED, ... (the worker raised or dropped it)
+# - task_failed: the task itself ended in FAILURE (the worker raised)
 # - worker_refused: a worker replied with an error (a bad request, or it serves another model)
 # - malformed_reply: a reply that is not the protocol's shape, or lacks a score for a candidate sent
 # - invalid_request: refused before sending (no candidates)
@@ -176,6 +177,10 @@ def encode_error(message: str, worker: str = "") -> dict[str, Any]:
 
 def parse_reply(state: str, reply: object) -> RerankOutcome:
     """A task's final state and result as an outcome; anything malformed is a failed outcome that says so."""
+    if state == "REVOKED":  # tasks are revoked only by expiry: it waited in the queue past its deadline
+        return RerankOutcome.failed(
+            f"rerank deadline passed: the task expired in the queue ({reply!r})", "deadline"
+        )
     if state != "SUCCESS":
         return RerankOutcome.failed(f"rerank task {state.lower()}: {reply!r}", "task_failed")
     if not isinstance(reply, Mapping):

@@ -45,9 +45,13 @@ from hybrid_rerank.connector.progress import duration
 TICK_S = 1.0
 
 
-def rerank_note_reason(note: str | None) -> str:
-    """A /search fallback's note as a count key."""
-    return note.strip() if note and note.strip() else "reranked: false without a note"
+def rerank_note_reason(reply: dict[str, object]) -> str:
+    """A /search fallback's count key: its code (`deadline`, ...), else its note."""
+    for key in ("rerank_fallback", "rerank_note"):
+        value = reply.get(key)
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return "reranked: false without a note"
 
 
 def read_reply(route: str, status: int, body: bytes, latency_ms: float) -> Outcome:
@@ -66,7 +70,7 @@ def read_reply(route: str, status: int, body: bytes, latency_ms: float) -> Outco
         if not isinstance(reply, dict) or not isinstance(reply.get("hits"), list):
             return Outcome(route, latency_ms, status, invalid="no hits list")
         if reply.get("reranked") is False:
-            return Outcome(route, latency_ms, status, fallback=rerank_note_reason(reply.get("rerank_note")))
+            return Outcome(route, latency_ms, status, fallback=rerank_note_reason(reply))
         return Outcome(route, latency_ms, status)
     results = reply if route == "/rerank" else (reply.get("results") if isinstance(reply, dict) else None)
     if not isinstance(results, list) or not results:

@@ -317,3 +317,16 @@ def test_a_level_counts_timeouts_and_dropped_connections_as_lost_and_ends_by_its
     assert all(kind.startswith("connection (") for kind in v1.lost), v1.lost
     total = level.routes[ALL]
     assert total.sent == search.sent + rerank.sent + v1.sent == total.ok + sum(total.lost.values())
+
+
+def test_a_search_fallback_counts_by_its_code_when_the_reply_has_one() -> None:
+    from hybrid_rerank.connector.lab.bench_serve import rerank_note_reason
+
+    coded = {
+        "reranked": False,
+        "rerank_fallback": "deadline",
+        "rerank_note": "rerank deadline of 3000 ms passed",
+    }
+    assert rerank_note_reason(coded) == "deadline"
+    assert rerank_note_reason({"reranked": False, "rerank_note": " late "}) == "late"
+    assert rerank_note_reason({"reranked": False}) == "reranked: false without a note"

@@ -62,7 +62,7 @@ def test_a_reply_carries_scores_and_the_models_weight() -> None:
     ("state", "reply", "reason", "code"),
     [
         ("FAILURE", "boom", "rerank task failure", "task_failed"),
-        ("REVOKED", None, "rerank task revoked: None", "task_failed"),
+        ("REVOKED", "expired", "the task expired in the queue ('expired')", "deadline"),
         ("SUCCESS", ["not", "an", "object"], "rerank worker replied", "malformed_reply"),
         ("SUCCESS", encode_error("bad request", "w1"), "refused the request: bad request", "worker_refused"),
         ("SUCCESS", {"model": "m"}, "no 'scores' list", "malformed_reply"),
