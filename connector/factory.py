@@ -1,6 +1,6 @@
-"""The one place where the settings become constructor arguments: embedded or OpenSearch, in-process or
-Celery reranking, the search options. Library code below this takes plain arguments and never reads
-settings; the rerank side is built by the workers' own factory from the same settings object."""
+"""The one place where the settings become constructor arguments: embedded, OpenSearch or Elasticsearch,
+in-process or Celery reranking, the search options. Library code below this takes plain arguments and never
+reads settings; the rerank side is built by the workers' own factory from the same settings object."""
 
 from __future__ import annotations
 
@@ -47,6 +47,17 @@ def open_backend(settings: Settings, index_name: str | None = None) -> Backend:
             name,
             url=settings.opensearch_url or "",
             analyzer=settings.opensearch_analyzer,
+            hnsw_m=settings.hnsw_m,
+            hnsw_ef_construction=settings.hnsw_ef_construction,
+            title_boost=settings.title_boost,
+        )
+    if settings.elasticsearch_url is not None:
+        from hybrid_rerank.connector.backends.elasticsearch import ElasticsearchBackend, make_client
+
+        return ElasticsearchBackend(
+            make_client(settings.elasticsearch_url),
+            name,
+            url=settings.elasticsearch_url,
             hnsw_m=settings.hnsw_m,
             hnsw_ef_construction=settings.hnsw_ef_construction,
             title_boost=settings.title_boost,

@@ -33,6 +33,9 @@ class Settings(WorkerSettings):
     opensearch_verify_certs: bool = True
     opensearch_timeout: float = Field(30.0, gt=0, description="seconds per request, retried on timeout")
     opensearch_analyzer: Literal["english_cjk", "english", "cjk"] = "english_cjk"
+    elasticsearch_url: str | None = Field(
+        None, description="Elasticsearch 8.x node URL (instead of OpenSearch)"
+    )
     # Boosting titles hurt on SciFact train (nDCG@10: x1 0.699, x1.5 0.676, x2 0.633): off by default.
     title_boost: float = Field(1.0, gt=0)
     hnsw_m: int = Field(16, gt=1)
@@ -82,7 +85,7 @@ class Settings(WorkerSettings):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
         return value
 
-    @field_validator("opensearch_url", mode="before")
+    @field_validator("opensearch_url", "elasticsearch_url", mode="before")
     @classmethod
     def _blank_url_is_unset(cls, value: object) -> object:
         if isinstance(value, str) and not value.strip():
@@ -97,6 +100,21 @@ class Settings(WorkerSettings):
                 "OPENSEARCH_URL must not carry a password; set OPENSEARCH_USERNAME and OPENSEARCH_PASSWORD"
             )
         return value
+
+    @field_validator("elasticsearch_url")
+    @classmethod
+    def _no_password_in_es_url(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).password:
+            raise ValueError("ELASTICSEARCH_URL must not carry a password")
+        return value
+
+    @model_validator(mode="after")
+    def _one_engine(self) -> Settings:
+        if self.opensearch_url is not None and self.elasticsearch_url is not None:
+            raise ValueError(
+                "set OPENSEARCH_URL or ELASTICSEARCH_URL, not both: the index lives in one engine"
+            )
+        return self
 
     @model_validator(mode="after")
     def _depths_consistent(self) -> Settings:
@@ -114,7 +132,7 @@ class Settings(WorkerSettings):
         """What is configured, safe to print: secrets and URL passwords are masked."""
         redis = redact_url(self.redis_url.get_secret_value()) if self.redis_url else "unset (in-process)"
         return {
-            "backend": self.opensearch_url or f"embedded ({self.data_dir})",
+            "backend": self.opensearch_url or self.elasticsearch_url or f"embedded ({self.data_dir})",
             "opensearch_username": self.opensearch_username or "unset",
             "opensearch_password": "set (hidden)" if self.opensearch_password else "unset",
             "rerank": redis,

@@ -53,6 +53,12 @@ def opensearch_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def elasticsearch_url() -> Iterator[str]:
+    """A real Elasticsearch 8.x node on loopback (scripts/elasticsearch)."""
+    yield from _service("elasticsearch", "HYBRID_RERANK_TEST_ELASTICSEARCH")
+
+
+@pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     """A real Redis server on loopback (scripts/redis)."""
     yield from _service("redis", "HYBRID_RERANK_TEST_REDIS")

@@ -1,0 +1,203 @@
+"""Elasticsearch 8.x request bodies as pure functions: tested against expected dicts, sent through a real
+node only by `elasticsearch.py`.
+
+Analysis. The server we provision (Maven Central's integ-test zip) has no analysis-common module: no stemmer,
+no stop or CJK filters. So BM25 runs over fields our own tokenizer (`connector/text.py`: NFKC, lower case,
+English stop words, Porter stems, CJK bigrams) has already analysed, joined by spaces, and the core
+`whitespace` analyzer splits them back into the same terms at index and query time. BM25 then sees exactly
+the terms the embedded backend and the OpenSearch `english_cjk` analyzer see, on any Elasticsearch.
+
+Filters, hit parsing and bulk failure reports are the same as on OpenSearch and come from there.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from hybrid_rerank.connector.backends.base import Filters, LegHit, Vector
+from hybrid_rerank.connector.backends.opensearch_bodies import (
+    SOURCE_FIELDS,
+    VECTOR_FIELD,
+    cosine_from_score,
+    document_from_hit,
+    filter_clauses,
+)
+from hybrid_rerank.connector.documents import Document
+from hybrid_rerank.connector.text import TOKENIZER_VERSION, tokenize
+
+MAPPING_FORMAT = 1
+ANALYSIS = "pre-analysed+whitespace"
+TERM_FIELDS = {"title": "title_terms", "text": "text_terms"}  # the stored field -> its analysed copy
+MAX_K = 10_000  # Elasticsearch's bound on both `k` and `num_candidates`
+NUM_CANDIDATES = 100  # candidates per shard the HNSW search visits, at least (more when k is larger)
+
+
+def index_body(
+    *, dimension: int, embedding_model: str, m: int = 16, ef_construction: int = 128
+) -> dict[str, Any]:
+    """The create-index body: one shard, analysed term fields, an HNSW cosine `dense_vector`, keyword
+    metadata, and `_meta` recording what the index was built with."""
+    if dimension <= 0:
+        raise ValueError(f"dimension must be positive, got {dimension}")
+    terms = {"type": "text", "analyzer": "whitespace"}
+    return {
+        "settings": {"index": {"number_of_shards": 1, "number_of_replicas": 0}},
+        "mappings": {
+            "dynamic": "strict",
+            "_meta": {
+                "format": MAPPING_FORMAT,
+                "embedding_model": embedding_model,
+                "dimension": dimension,
+                "analysis": ANALYSIS,
+                "tokenizer_version": TOKENIZER_VERSION,
+            },
+            # the analysed copies are only for searching; the documents come back without them
+            "_source": {"excludes": sorted(TERM_FIELDS.values())},
+            "properties": {
+                "doc_id": {"type": "keyword"},
+                "title": {"type": "text", "index": False},
+                "text": {"type": "text", "index": False},
+                "title_terms": dict(terms),
+                "text_terms": dict(terms),
+                "metadata": {"type": "object", "dynamic": True},
+                VECTOR_FIELD: {
+                    "type": "dense_vector",
+                    "dims": dimension,
+                    "index": True,
+                    "similarity": "cosine",
+                    "index_options": {"type": "hnsw", "m": m, "ef_construction": ef_construction},
+                },
+            },
+            "dynamic_templates": [
+                {
+                    "metadata_strings": {
+                        "path_match": "metadata.*",
+                        "match_mapping_type": "string",
+                        "mapping": {"type": "keyword"},
+                    }
+                }
+            ],
+        },
+    }
+
+
+def tokenizer_mismatch(meta: Mapping[str, Any]) -> str | None:
+    """Why an index's analysed terms would not match today's query terms, or None when they do."""
+    built = meta.get("tokenizer_version")
+    if built != TOKENIZER_VERSION:
+        return (
+            f"its terms were analysed by tokenizer version {built}, this connector's is {TOKENIZER_VERSION}; "
+            "re-index with --recreate"
+        )
+    return None
+
+
+def analysed(text: str) -> str:
+    """Our tokenizer's terms, space-separated, for the `whitespace` analyzer to split again."""
+    return " ".join(tokenize(text))
+
+
+def match_query(query: str, filters: Filters | None, title_boost: float = 1.0) -> dict[str, Any]:
+    """BM25 over the analysed title (times `title_boost`) and text. The query is analysed here, as the
+    fields were; `multi_match` parses no query syntax, so `AND`, `(` or `"` are plain text. A query of stop
+    words alone has no terms and matches nothing."""
+    terms = analysed(query)
+    if not terms:
+        return {"match_none": {}}
+    match = {
+        "multi_match": {
+            "query": terms,
+            "fields": [f"{TERM_FIELDS['title']}^{title_boost:g}", TERM_FIELDS["text"]],
+            "type": "best_fields",
+            "tie_breaker": 0.3,
+        }
+    }
+    clauses = filter_clauses(filters)
+    return {"bool": {"must": [match], "filter": clauses}} if clauses else match
+
+
+def knn_section(vector: Vector, size: int, filters: Filters | None) -> dict[str, Any]:
+    """The `knn` search option, with the filter applied during the HNSW search (not after it)."""
+    k = min(size, MAX_K)
+    body: dict[str, Any] = {
+        "field": VECTOR_FIELD,
+        "query_vector": [float(x) for x in vector],
+        "k": k,
+        "num_candidates": min(MAX_K, max(k, NUM_CANDIDATES)),
+    }
+    clauses = filter_clauses(filters)
+    if clauses:
+        body["filter"] = {"bool": {"filter": clauses}}
+    return body
+
+
+def bm25_body(query: str, size: int, filters: Filters | None, title_boost: float = 1.0) -> dict[str, Any]:
+    return {"size": size, "query": match_query(query, filters, title_boost), "_source": SOURCE_FIELDS}
+
+
+def knn_body(vector: Vector, size: int, filters: Filters | None) -> dict[str, Any]:
+    section = knn_section(vector, size, filters)
+    return {"size": section["k"], "knn": section, "_source": SOURCE_FIELDS}
+
+
+def recall_msearch(
+    query: str, vector: Vector, size: int, filters: Filters | None, index: str, title_boost: float = 1.0
+) -> list[dict[str, Any]]:
+    """One `_msearch` body: the BM25 leg, then the k-NN leg, under the same filters."""
+    return [
+        {"index": index},
+        bm25_body(query, size, filters, title_boost),
+        {"index": index},
+        knn_body(vector, size, filters),
+    ]
+
+
+def parse_leg(response: Mapping[str, Any], *, vector_leg: bool) -> list[LegHit]:
+    """Hits of one leg; Elasticsearch scores cosine as (1 + cos) / 2, reported as the cosine."""
+    hits = response.get("hits", {}).get("hits", [])
+    return [
+        LegHit(document_from_hit(h), cosine_from_score(h["_score"]) if vector_leg else float(h["_score"]))
+        for h in hits
+    ]
+
+
+def bulk_actions(
+    index: str, documents: Sequence[Document], vectors: Sequence[Vector]
+) -> Iterator[dict[str, Any]]:
+    """Index (upsert by id) actions for the client's bulk helpers, with the analysed copies."""
+    for doc, vector in zip(documents, vectors, strict=True):
+        yield {
+            "_op_type": "index",
+            "_index": index,
+            "_id": doc.id,
+            "_source": {
+                "doc_id": doc.id,
+                "title": doc.title,
+                "text": doc.text,
+                TERM_FIELDS["title"]: analysed(doc.title),
+                TERM_FIELDS["text"]: analysed(doc.text),
+                "metadata": dict(doc.metadata),
+                VECTOR_FIELD: [float(x) for x in vector],
+            },
+        }
+
+
+def action_size(action: Mapping[str, Any]) -> int:
+    """Bytes the action's source takes on the wire."""
+    return len(json.dumps(action["_source"], ensure_ascii=False).encode("utf-8"))
+
+
+# JSON of a float takes at most 24 characters, plus ", "; a character at most 6 bytes (a \uXXXX escape).
+_FLOAT_BYTES, _CHAR_BYTES = 26, 6
+_TEXT_KEYS = ("doc_id", "title", "text", *TERM_FIELDS.values())
+
+
+def action_size_bound(action: Mapping[str, Any]) -> int:
+    """An upper bound of `action_size` without serializing the vector and the texts: the exact size is only
+    worth computing when this bound is over the limit."""
+    source = action["_source"]
+    chars = sum(len(source[k]) for k in _TEXT_KEYS)
+    metadata = len(json.dumps(source["metadata"], ensure_ascii=False).encode("utf-8"))
+    return 192 + _CHAR_BYTES * chars + metadata + _FLOAT_BYTES * len(source[VECTOR_FIELD])
