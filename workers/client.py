@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
+from hybrid_rerank.workers.admission import LoadProbe, admission
 from hybrid_rerank.workers.errors import ModelLoadError, describe_exception
 from hybrid_rerank.workers.protocol import (
     TASK_NAME,
@@ -174,9 +175,18 @@ class CeleryReranker(Reranker):
         max_chars: int,
         use_cache: bool = True,
         task_candidates: int = DEFAULT_TASK_CANDIDATES,
+        load_probe: LoadProbe | None = None,
+        admission_share: float = 1.0,
     ) -> None:
+        """`load_probe`: admission control (RERANK_ADMISSION): before sending a live request, read the
+        queue's load and refuse at once (`overloaded`) a request whose expected wait and scoring exceed
+        `admission_share` of its deadline. None sends every request."""
         if task_candidates < 1:
             raise ValueError(f"task_candidates must be at least 1, got {task_candidates}")
+        if not 0.0 < admission_share <= 1.0:
+            raise ValueError(f"admission_share must be in (0, 1], got {admission_share}")
+        self.load_probe = load_probe
+        self.admission_share = admission_share
         self.app = app
         self.use_cache = use_cache
         self.model = model
@@ -256,10 +266,25 @@ class CeleryReranker(Reranker):
             return RerankOutcome.failed(passed, "deadline")
         started = time.monotonic()
         chunks = split_candidates(candidates, self.task_candidates)
+        refused = self._admit(chunks, deadline_s)
+        if refused is not None:
+            return refused
         sent = self._send(chunks, lambda chunk: self.submit(query, chunk, expires_s=deadline_s))
         if isinstance(sent, RerankOutcome):
             return sent
         return self._gather(sent, chunks, started + deadline_s, passed)
+
+    def _admit(self, chunks: list[list[Candidate]], deadline_s: float) -> RerankOutcome | None:
+        """None to send the request, else the `overloaded` outcome that says why not (one Redis round trip;
+        unknown load admits)."""
+        if self.load_probe is None or not chunks:
+            return None
+        load = self.load_probe.read()
+        budget_s = deadline_s * self.admission_share
+        decision = admission(load, [len(chunk) for chunk in chunks], budget_s)
+        if decision.admitted or load is None:
+            return None
+        return RerankOutcome.failed(decision.reason(load.queued, load.consumers, budget_s), "overloaded")
 
     # --- batch form --------------------------------------------------------------------------------------
 

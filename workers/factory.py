@@ -4,8 +4,9 @@ scorer in this process)."""
 
 from __future__ import annotations
 
+from hybrid_rerank.workers.admission import QueueLoadProbe
 from hybrid_rerank.workers.client import CeleryReranker, InProcessReranker, Reranker
-from hybrid_rerank.workers.protocol import max_readable_chars
+from hybrid_rerank.workers.protocol import max_readable_chars, queue_for
 from hybrid_rerank.workers.scorer import CrossEncoderScorer
 from hybrid_rerank.workers.settings import WorkerSettings
 
@@ -34,7 +35,12 @@ def make_celery_reranker(settings: WorkerSettings, *, use_cache: bool = True) ->
     from hybrid_rerank.workers.celery_app import make_app
 
     app = make_app(settings, fail_fast=True)
-    assert settings.rerank_model is not None  # make_app refuses RERANK_MODEL=none
+    assert settings.rerank_model is not None and settings.redis_url is not None  # make_app refuses them
+    probe = (
+        QueueLoadProbe(settings.redis_url.get_secret_value(), queue_for(settings.rerank_model))
+        if settings.rerank_admission
+        else None
+    )
     return CeleryReranker(
         app,
         settings.rerank_model,
@@ -42,6 +48,8 @@ def make_celery_reranker(settings: WorkerSettings, *, use_cache: bool = True) ->
         max_chars=max_readable_chars(settings.rerank_max_length, settings.rerank_max_passages),
         use_cache=use_cache,
         task_candidates=settings.rerank_task_candidates,
+        load_probe=probe,
+        admission_share=settings.rerank_admission_share,
     )
 
 

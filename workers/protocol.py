@@ -4,7 +4,8 @@ A request is plain JSON, `{"query", "candidates": [{"id", "text"}], "model", "ca
 argument of the Celery task `TASK_NAME` on the model's queue (`queue_for`; offline batches on
 `batch_queue_for`, which workers serve only when the first is empty). A reply is plain JSON too:
 `{"model", "scores": [{"id", "score"}], "cached", "worker", "interpolation_weight"}`, or `{"error",
-"worker"}` for a request the worker refused. The reply carries the model's tuned interpolation weight, so
+"worker", "code"?}` for a request the worker refused (`"code": "deadline"`: skipped, it could not end in
+time). The reply carries the model's tuned interpolation weight, so
 the searching side never needs to read a model folder that lives only on worker machines.
 """
 
@@ -46,14 +47,15 @@ class RerankRequest:
 
 
 # Why a rerank fell back to the first-stage order, a fixed set (a Prometheus label, a field of API replies):
-# - deadline: the deadline passed before every score came back (a batch's timeout too), or a task expired in
-#   the queue (REVOKED) before a worker took it
+# - deadline: the deadline passed before every score came back (a batch's timeout too), a task expired in
+#   the queue (REVOKED) before a worker took it, or a worker skipped it because it could not end in time
 # - broker_unreachable: the task could not be sent (Redis down or refusing)
 # - result_unavailable: the task was sent but its result could not be read (Redis went away meanwhile)
 # - task_failed: the task itself ended in FAILURE (the worker raised)
 # - worker_refused: a worker replied with an error (a bad request, or it serves another model)
 # - malformed_reply: a reply that is not the protocol's shape, or lacks a score for a candidate sent
 # - invalid_request: refused before sending (no candidates)
+# - overloaded: not sent: the tasks queued ahead would keep it past its deadline (`workers.admission`)
 # - model_unavailable: the in-process model could not be loaded
 # - scoring_failed: the in-process model raised while scoring
 FallbackCode = Literal[
@@ -66,8 +68,11 @@ FallbackCode = Literal[
     "invalid_request",
     "model_unavailable",
     "scoring_failed",
+    "overloaded",
 ]
 FALLBACK_CODES: tuple[FallbackCode, ...] = get_args(FallbackCode)
+# The codes a worker's refusal may carry (`encode_error`); any other refusal is `worker_refused`.
+WORKER_REPLY_CODES: tuple[FallbackCode, ...] = ("deadline",)
 
 
 @dataclass(frozen=True)
@@ -171,8 +176,13 @@ def encode_reply(
     }
 
 
-def encode_error(message: str, worker: str = "") -> dict[str, Any]:
-    return {"error": message, "worker": worker}
+def encode_error(message: str, worker: str = "", code: FallbackCode | None = None) -> dict[str, Any]:
+    """A refusal; `code` (one of WORKER_REPLY_CODES) when it is not the request's fault, e.g. a task skipped
+    because it could not end before its deadline."""
+    reply = {"error": message, "worker": worker}
+    if code is not None:
+        reply["code"] = code
+    return reply
 
 
 def parse_reply(state: str, reply: object) -> RerankOutcome:
@@ -186,6 +196,9 @@ def parse_reply(state: str, reply: object) -> RerankOutcome:
     if not isinstance(reply, Mapping):
         return RerankOutcome.failed(f"rerank worker replied {reply!r}", "malformed_reply")
     if "error" in reply:
+        code = reply.get("code")
+        if code in WORKER_REPLY_CODES:  # bounded: a code from elsewhere is a plain refusal
+            return RerankOutcome.failed(f"rerank {code}: {reply['error']}", code)
         return RerankOutcome.failed(f"rerank worker refused the request: {reply['error']}", "worker_refused")
     raw = reply.get("scores")
     if not isinstance(raw, list):

@@ -56,6 +56,19 @@ class WorkerSettings(BaseSettings):
     rerank_task_candidates: int = Field(
         64, gt=0, description="most candidates in one Celery task; a larger request is split across tasks"
     )
+    # Goodput under overload (`workers.admission`).
+    rerank_skip_late: bool = Field(
+        True, description="a worker skips a task that cannot end before its deadline (replies `deadline`)"
+    )
+    rerank_admission: bool = Field(
+        True, description="refuse at once (`overloaded`) a live rerank the queue cannot answer in time"
+    )
+    rerank_admission_share: float = Field(
+        0.75,
+        gt=0.0,
+        le=1.0,
+        description="share of the deadline the expected queue wait and scoring may take to be admitted",
+    )
 
     # Worker metrics (Prometheus), served by the worker's parent process; unset: off.
     worker_metrics_port: int | None = Field(None, ge=1, le=65535)

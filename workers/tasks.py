@@ -10,15 +10,24 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, cast
 
 from celery import shared_task, signals
 
 from hybrid_rerank.workers import metrics
+from hybrid_rerank.workers.admission import ServiceTime, publish_service_time, seconds_left, should_skip
 from hybrid_rerank.workers.errors import RerankInputError
 from hybrid_rerank.workers.factory import make_scorer
-from hybrid_rerank.workers.protocol import TASK_NAME, Candidate, encode_error, encode_reply, parse_request
+from hybrid_rerank.workers.protocol import (
+    TASK_NAME,
+    Candidate,
+    encode_error,
+    encode_reply,
+    parse_request,
+    queue_for,
+)
 from hybrid_rerank.workers.score_cache import ScoreCache, cached_scores
 from hybrid_rerank.workers.scorer import CrossEncoderScorer, ScoredCandidate
 from hybrid_rerank.workers.settings import WorkerSettings, load_worker_settings
@@ -132,13 +141,19 @@ def rerank(self: Any, payload: Any) -> dict[str, Any]:
         scorer = _scorer()
         if request.model is not None and request.model != scorer.model_name:
             return encode_error(f"this worker serves {scorer.model_name!r}, not {request.model!r}", worker)
+        late = _late(self.request.expires, len(request.candidates))
+        if late is not None:
+            log.info("skipped a task that cannot end in time: %s", late)
+            return encode_error(late, worker, code="deadline")
         cache = _cache(scorer) if request.use_cache else None
         timed = (
             scorer
             if record is None
             else cast(CrossEncoderScorer, _TimedScorer(record.timed_score(scorer.score)))
         )
+        started = time.perf_counter()
         scores, cached = cached_scores(timed, cache, request.query, request.candidates)
+        _learn(time.perf_counter() - started, len(request.candidates) - cached)
         if record is not None:
             record.scored(len(request.candidates), cached, cache_used=cache is not None)
     return encode_reply(
@@ -148,6 +163,52 @@ def rerank(self: Any, payload: Any) -> dict[str, Any]:
         worker=worker,
         interpolation_weight=scorer.interpolation_weight,
     )
+
+
+def _service_time() -> ServiceTime:
+    if "service_time" not in _runtime:
+        _runtime["service_time"] = ServiceTime()
+    service_time: ServiceTime = _runtime["service_time"]
+    return service_time
+
+
+def _late(expires: object, candidates: int) -> str | None:
+    """Why this task is skipped (its expiry comes before its expected end), or None to run it."""
+    if not _settings().rerank_skip_late:
+        return None
+    left_s = seconds_left(expires)
+    expected_s = _service_time().estimate_s(candidates)
+    if not should_skip(left_s, expected_s):
+        return None
+    assert left_s is not None
+    expected = "unknown" if expected_s is None else f"{expected_s * 1000:.0f} ms"
+    return (
+        f"the worker skipped the task: {max(left_s, 0.0) * 1000:.0f} ms left before its deadline, "
+        f"{expected} expected for {candidates} candidates"
+    )
+
+
+def _learn(seconds: float, scored: int) -> None:
+    """This process's service time, updated and published for the clients' admission control (best effort:
+    a Redis hiccup costs an estimate, never a reply)."""
+    service_time = _service_time()
+    service_time.observe(seconds, scored)
+    settings = _settings()
+    if scored < 1 or service_time.per_candidate_s is None or settings.redis_url is None:
+        return
+    try:
+        if "redis" not in _runtime:
+            import redis
+
+            url = settings.redis_url.get_secret_value()
+            _runtime["redis"] = redis.Redis.from_url(url, socket_connect_timeout=2.0, socket_timeout=2.0)
+        assert settings.rerank_model is not None
+        process = f"{os.uname().nodename}:{os.getpid()}"
+        publish_service_time(
+            _runtime["redis"], queue_for(settings.rerank_model), process, service_time.per_candidate_s
+        )
+    except Exception as exc:
+        log.warning("could not publish the service time: %s", exc)
 
 
 @contextlib.contextmanager

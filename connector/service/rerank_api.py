@@ -13,8 +13,9 @@ from hybrid_rerank.connector.service.limits import ServiceLimits
 from hybrid_rerank.workers.protocol import Candidate, RerankOutcome
 
 # A failed rerank has no order to fall back to on these routes: the client gets a status it can act on.
-# A passed deadline is overload (retry later, as TEI's 429 Overloaded); anything else, the stage is down.
-FALLBACK_STATUS = {"deadline": 429}
+# A passed deadline, or a request refused because the queue would not answer it in time, is overload (retry
+# later, as TEI's 429 Overloaded); anything else, the stage is down.
+FALLBACK_STATUS = {"deadline": 429, "overloaded": 429}
 
 
 def sigmoid(logit: float) -> float:

@@ -127,11 +127,20 @@ def slow(
     redis_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[CeleryReranker, list[WorkerProcess]]]:
     """Two workers serving a MiniLM-sized cross-encoder (tens of pairs per second on this CPU), with a short
-    visibility timeout so a task of a worker killed outright comes back quickly."""
+    visibility timeout so a task of a worker killed outright comes back quickly. These tests measure the
+    client's own deadline on tasks that outlast it, so the worker's skip of late tasks and the client's
+    admission control are off here (tests/integration/test_overload.py tests those)."""
     model = build_tiny_cross_encoder(tmp_path_factory.mktemp("slow") / "minilm-size-ce", hidden=384, layers=6)
-    extra = {"RERANK_VISIBILITY_TIMEOUT_S": "8", "RERANK_CACHE_TTL_S": "0", "RERANK_THREADS": "1"}
+    extra = {
+        "RERANK_VISIBILITY_TIMEOUT_S": "8",
+        "RERANK_CACHE_TTL_S": "0",
+        "RERANK_THREADS": "1",
+        "RERANK_SKIP_LATE": "false",
+    }
     reranker = make_celery_reranker(
-        settings_for(redis_url, model, rerank_deadline_ms=60_000, rerank_visibility_timeout_s=8)
+        settings_for(
+            redis_url, model, rerank_deadline_ms=60_000, rerank_visibility_timeout_s=8, rerank_admission=False
+        )
     )
     logs = tmp_path_factory.mktemp("slow-logs")
     workers = [

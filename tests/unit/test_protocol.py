@@ -65,6 +65,10 @@ def test_a_reply_carries_scores_and_the_models_weight() -> None:
         ("REVOKED", "expired", "the task expired in the queue ('expired')", "deadline"),
         ("SUCCESS", ["not", "an", "object"], "rerank worker replied", "malformed_reply"),
         ("SUCCESS", encode_error("bad request", "w1"), "refused the request: bad request", "worker_refused"),
+        ("SUCCESS", encode_error("skipped", "w1", code="deadline"), "rerank deadline: skipped", "deadline"),
+        # A code outside the bounded set a worker may give is a plain refusal, never a new label.
+        ("SUCCESS", {"error": "x", "code": "made_up"}, "refused", "worker_refused"),
+        ("SUCCESS", {"error": "x", "code": "overloaded"}, "refused the request: x", "worker_refused"),
         ("SUCCESS", {"model": "m"}, "no 'scores' list", "malformed_reply"),
         ("SUCCESS", {"scores": [{"id": "a", "score": "high"}]}, "malformed score entry", "malformed_reply"),
         ("SUCCESS", {"scores": [{"id": 3, "score": 1.0}]}, "malformed score entry", "malformed_reply"),
@@ -96,6 +100,7 @@ def test_the_fallback_codes_are_a_fixed_set() -> None:
         "invalid_request",
         "model_unavailable",
         "scoring_failed",
+        "overloaded",
     )
     assert RerankOutcome.failed("why", "deadline") == RerankOutcome(None, "why", code="deadline")
     assert RerankOutcome.failed("why").code is None  # rerankers written before codes still build
