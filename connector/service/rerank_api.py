@@ -10,6 +10,7 @@ from typing import Any
 
 from hybrid_rerank.connector.service.errors import ApiError
 from hybrid_rerank.connector.service.limits import ServiceLimits
+from hybrid_rerank.connector.service.search_api import check_query
 from hybrid_rerank.workers.protocol import Candidate, RerankOutcome
 
 # A failed rerank has no order to fall back to on these routes: the client gets a status it can act on.
@@ -28,14 +29,7 @@ def sigmoid(logit: float) -> float:
 
 def check_rerank_input(query: str, texts: Sequence[str], limits: ServiceLimits, documents_field: str) -> None:
     """Raises ApiError naming the field: an empty or long query, no documents or too many, a long one."""
-    if not query.strip():
-        raise ApiError(422, "query: must not be empty", "query")
-    if len(query) > limits.max_query_chars:
-        raise ApiError(
-            422,
-            f"query: {len(query):,} characters, over the limit of {limits.max_query_chars:,}",
-            "query",
-        )
+    check_query(query, limits)
     if not texts:
         raise ApiError(422, f"{documents_field}: must not be empty", documents_field)
     if len(texts) > limits.max_documents:

@@ -23,7 +23,12 @@ from hybrid_rerank.connector.service.jobs import JobRunner
 from hybrid_rerank.connector.service.limits import ServiceLimits
 from hybrid_rerank.connector.service.metrics import ServiceMetrics
 from hybrid_rerank.connector.service.readiness import Readiness
-from hybrid_rerank.connector.service.rerank_api import candidates_of, check_rerank_input, ranked
+from hybrid_rerank.connector.service.rerank_api import (
+    candidates_of,
+    check_rerank_input,
+    ranked,
+    scores_by_index,
+)
 from hybrid_rerank.connector.service.schemas import JobBody, RerankJob, SearchBody
 from hybrid_rerank.connector.service.search_api import check_k, check_query, parse_filters, search_call
 
@@ -103,9 +108,7 @@ def rerank_job(
     if pipeline.reranker is None:
         raise ApiError(503, "no rerank model configured (RERANK_MODEL is off)", None)
     (outcome,) = pipeline.reranker.rerank_many([(query, candidates_of(documents))], progress=progress)
-    if outcome.scores is None:
-        raise RuntimeError(f"not reranked: {outcome.reason}")
-    scores = [outcome.scores[str(i)] for i in range(len(documents))]
+    scores = scores_by_index(outcome, len(documents))  # a failed outcome fails the job, with its reason
     return [{"index": i, "score": scores[i]} for i in ranked(scores)]
 
 

@@ -3,7 +3,7 @@ checked by the routes (they name the field); these models check types and requir
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import Body
 from pydantic import BaseModel, ConfigDict, Field
@@ -82,6 +82,3 @@ class SearchJob(BaseModel):
 
 
 JobBody = Annotated[RerankJob | SearchJob, Body(discriminator="kind")]
-
-
-JsonObject = dict[str, Any]
