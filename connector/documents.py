@@ -1,37 +1,44 @@
-"""The document model and the loaders for JSONL, CSV and BEIR folders.
+"""The document model and the validation of one parsed record.
 
-Loading validates every record before anything is indexed. In strict mode (the default) any bad record
-raises `InvalidDocumentsError` listing every problem with file and line; with `skip_invalid=True` the bad
-records are returned as `RecordError`s beside the valid documents, so the caller can report each one.
+A record is a mapping (a JSON object or a CSV row) with an id, a text, an optional title and metadata. Nested
+objects in metadata are flattened to dotted keys (`author.name`); an array of objects becomes list-valued
+dotted keys (`authors.name: [..]`), as the engines index an array of objects. Reading files lives in
+`records` and streaming validation in `ingest`; `load_documents` here loads a whole (small) file at once.
 """
 
 from __future__ import annotations
 
-import csv
+import hashlib
 import json
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from hybrid_rerank.connector.errors import ConfigurationError, InvalidDocumentsError, RecordError
+from hybrid_rerank.connector.errors import RecordError
 
 Scalar = str | int | float | bool
 MetadataValue = Scalar | list[Scalar] | None
-InputFormat = Literal["auto", "jsonl", "csv", "beir"]
+InputFormat = Literal["auto", "jsonl", "json", "csv", "beir"]
+INPUT_FORMATS: tuple[InputFormat, ...] = ("auto", "jsonl", "json", "csv", "beir")
 
 ID_FIELDS = ("_id", "id")
 CORE_FIELDS = {"_id", "id", "title", "text", "metadata"}
+CONTENT_HASH_CHARS = 32
 
 
 @dataclass(frozen=True)
 class Document:
-    """A unit of retrieval. `metadata` holds scalar (or list-of-scalar) fields usable in filters."""
+    """A unit of retrieval. `metadata` holds scalar (or list-of-scalar) fields usable in filters.
+
+    `content_hash` is what the index stored for the document (empty when not computed or never stored); it
+    is derived data, so two documents with the same content compare equal whatever their hash field holds."""
 
     id: str
     text: str
     title: str = ""
     metadata: Mapping[str, MetadataValue] = field(default_factory=dict)
+    content_hash: str = field(default="", compare=False)
 
     @property
     def full_text(self) -> str:
@@ -39,7 +46,31 @@ class Document:
         return f"{self.title}. {self.text}" if self.title else self.text
 
     def to_json(self) -> dict[str, Any]:
-        return {"_id": self.id, "title": self.title, "text": self.text, "metadata": dict(self.metadata)}
+        record = {"_id": self.id, "title": self.title, "text": self.text, "metadata": dict(self.metadata)}
+        if self.content_hash:
+            record["content_hash"] = self.content_hash
+        return record
+
+    def hashed(self) -> Document:
+        """This document with `content_hash` set to the hash of its content."""
+        return replace(self, content_hash=content_hash(self))
+
+
+def content_hash(document: Document) -> str:
+    """sha256 (first 32 hex digits) of the canonical JSON of what is embedded and indexed: id, title, text,
+    metadata. A re-run compares it with the stored one to skip unchanged documents."""
+    canonical = json.dumps(
+        {
+            "id": document.id,
+            "title": document.title,
+            "text": document.text,
+            "metadata": dict(document.metadata),
+        },
+        sort_keys=True,
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:CONTENT_HASH_CHARS]
 
 
 @dataclass(frozen=True)
@@ -49,7 +80,9 @@ class LoadResult:
     source: str
 
 
-class _BadRecord(Exception):
+class BadRecord(Exception):
+    """A record that cannot be indexed; `record_id` when the id itself was readable."""
+
     def __init__(self, message: str, record_id: str | None = None) -> None:
         super().__init__(message)
         self.record_id = record_id
@@ -62,199 +95,100 @@ def load_documents(
     skip_invalid: bool = False,
     max_record_bytes: int = 1_000_000,
 ) -> LoadResult:
-    """Load and validate every record of a JSONL file, a CSV file or a BEIR folder."""
-    path = Path(path)
-    if not path.exists():
-        raise ConfigurationError(f"input not found: {path}")
-    kind = _detect_format(path) if fmt == "auto" else fmt
-    if kind == "beir":
-        path = path / "corpus.jsonl" if path.is_dir() else path
-        if not path.is_file():
-            raise ConfigurationError(f"a BEIR folder needs a corpus.jsonl file: {path} not found")
-        kind = "jsonl"
-    records = (
-        _jsonl_records(path, max_record_bytes) if kind == "jsonl" else _csv_records(path, max_record_bytes)
-    )
+    """Load and validate every record of a JSONL file, a JSON array, a CSV file or a BEIR folder, into
+    memory. In strict mode any bad record raises `InvalidDocumentsError` listing every problem; with
+    `skip_invalid=True` the bad records come back as `RecordError`s beside the valid documents. Large
+    inputs are better streamed with `ingest.DocumentStream`."""
+    from hybrid_rerank.connector.ingest import DocumentStream  # it imports this module
 
-    documents: list[Document] = []
-    errors: list[RecordError] = []
-    first_line_of: dict[str, int] = {}
-    for line, parsed in records:
-        try:
-            if isinstance(parsed, _BadRecord):
-                raise parsed
-            doc = document_from_mapping(parsed)
-            if doc.id in first_line_of:
-                raise _BadRecord(f"duplicate id, first seen at line {first_line_of[doc.id]}", doc.id)
-        except _BadRecord as bad:
-            errors.append(RecordError(str(path), line, str(bad), bad.record_id))
-            continue
-        first_line_of[doc.id] = line
-        documents.append(doc)
-
-    if errors and not skip_invalid:
-        raise InvalidDocumentsError(errors)
-    return LoadResult(documents, errors, str(path))
-
-
-def _detect_format(path: Path) -> InputFormat:
-    if path.is_dir():
-        return "beir"
-    suffix = path.suffix.lower()
-    if suffix in {".jsonl", ".ndjson", ".json"}:
-        return "jsonl"
-    if suffix in {".csv", ".tsv"}:
-        return "csv"
-    raise ConfigurationError(
-        f"cannot tell the format of {path}: use a .jsonl or .csv file, a BEIR folder, or pass --format"
-    )
-
-
-_Parsed = Mapping[str, Any] | _BadRecord
-
-
-def _jsonl_records(path: Path, max_record_bytes: int) -> Iterator[tuple[int, _Parsed]]:
-    with path.open("rb") as handle:
-        for line_no, raw in enumerate(handle, start=1):
-            if len(raw) > max_record_bytes:
-                yield (
-                    line_no,
-                    _BadRecord(
-                        f"record is {len(raw):,} bytes, "
-                        f"over the limit of {max_record_bytes:,} (MAX_RECORD_BYTES)"
-                    ),
-                )
-                continue
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                yield line_no, _BadRecord(f"invalid UTF-8 at byte {exc.start} of the line")
-                continue
-            if not text.strip():
-                continue
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as exc:
-                yield line_no, _BadRecord(f"malformed JSON: {exc.msg} (column {exc.colno})")
-                continue
-            if not isinstance(obj, dict):
-                yield line_no, _BadRecord(f"expected a JSON object, got {_type_name(obj)}")
-                continue
-            yield line_no, obj
-
-
-def _csv_records(path: Path, max_record_bytes: int) -> Iterator[tuple[int, _Parsed]]:
-    raw_lines = path.read_bytes().splitlines(keepends=True)
-    bad_utf8: dict[int, int] = {}  # line number -> byte offset of the first bad byte
-    lines: list[str] = []
-    for line_no, raw in enumerate(raw_lines, start=1):
-        try:
-            lines.append(raw.decode("utf-8"))
-        except UnicodeDecodeError as exc:
-            bad_utf8[line_no] = exc.start
-            lines.append(raw.decode("utf-8", errors="replace"))
-    if lines and lines[0].startswith("\ufeff"):
-        lines[0] = lines[0][1:]
-
-    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-    reader = csv.reader(lines, delimiter=delimiter, strict=True)
-    try:
-        header = next(reader)
-    except StopIteration:
-        return
-    except csv.Error as exc:
-        raise InvalidDocumentsError([RecordError(str(path), 1, f"unreadable CSV header: {exc}")]) from exc
-    header = [name.strip() for name in header]
-    if not any(name in header for name in ID_FIELDS) or "text" not in header:
-        raise InvalidDocumentsError(
-            [
-                RecordError(
-                    str(path), 1, f"CSV header needs 'id' (or '_id') and 'text' columns; found {header}"
-                )
-            ]
-        )
-    if 1 in bad_utf8:
-        raise InvalidDocumentsError([RecordError(str(path), 1, "invalid UTF-8 in the CSV header")])
-
-    start = reader.line_num + 1
-    while True:
-        try:
-            row = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as exc:
-            yield start, _BadRecord(f"malformed CSV: {exc}")
-            start = reader.line_num + 1
-            continue
-        end = reader.line_num
-        line_no, start = start, end + 1
-        if not row or all(not cell.strip() for cell in row):
-            continue
-        size = sum(len(raw_lines[i - 1]) for i in range(line_no, end + 1))
-        broken = [i for i in range(line_no, end + 1) if i in bad_utf8]
-        if size > max_record_bytes:
-            yield (
-                line_no,
-                _BadRecord(
-                    f"record is {size:,} bytes, over the limit of {max_record_bytes:,} (MAX_RECORD_BYTES)"
-                ),
-            )
-        elif broken:
-            yield line_no, _BadRecord(f"invalid UTF-8 at byte {bad_utf8[broken[0]]} of line {broken[0]}")
-        elif len(row) != len(header):
-            yield line_no, _BadRecord(f"row has {len(row)} fields, the header has {len(header)}")
-        else:
-            yield line_no, _csv_row_to_mapping(header, row)
-
-
-def _csv_row_to_mapping(header: list[str], row: list[str]) -> dict[str, Any]:
-    record: dict[str, Any] = {}
-    metadata: dict[str, Any] = {}
-    for name, cell in zip(header, row, strict=True):
-        if name in CORE_FIELDS:
-            record[name] = cell
-        elif cell != "":  # an empty cell is an absent value
-            metadata[name] = cell
-    record["metadata"] = metadata
-    return record
+    stream = DocumentStream(path, fmt=fmt, max_record_bytes=max_record_bytes)
+    if not skip_invalid:
+        stream.validate()
+    documents = list(stream)
+    return LoadResult(documents, stream.errors, stream.source)
 
 
 def document_from_mapping(record: Mapping[str, Any]) -> Document:
-    """Validate one parsed record; unknown top-level fields become metadata."""
+    """Validate one parsed record; unknown top-level fields become metadata, nested objects dotted keys."""
     doc_id = _parse_id(record)
     text = record.get("text")
     if text is None:
-        raise _BadRecord("missing 'text'", doc_id)
+        raise BadRecord("missing 'text'", doc_id)
     if not isinstance(text, str):
-        raise _BadRecord(f"'text' must be a string, got {_type_name(text)}", doc_id)
+        raise BadRecord(f"'text' must be a string, got {type_name(text)}", doc_id)
     if not text.strip():
-        raise _BadRecord("empty text", doc_id)
+        raise BadRecord("empty text", doc_id)
     title = record.get("title")
     if title is None:
         title = ""
     if not isinstance(title, str):
-        raise _BadRecord(f"'title' must be a string, got {_type_name(title)}", doc_id)
+        raise BadRecord(f"'title' must be a string, got {type_name(title)}", doc_id)
 
     raw_meta = record.get("metadata")
     if raw_meta is None:
         raw_meta = {}
     if not isinstance(raw_meta, dict):
-        raise _BadRecord(f"'metadata' must be an object, got {_type_name(raw_meta)}", doc_id)
-    metadata = dict(raw_meta)
+        raise BadRecord(f"'metadata' must be an object, got {type_name(raw_meta)}", doc_id)
+    merged = dict(raw_meta)
     for key, value in record.items():
         if key in CORE_FIELDS:
             continue
-        if key in metadata:
-            raise _BadRecord(f"field {key!r} is both top-level and in 'metadata'", doc_id)
-        metadata[key] = value
-    for key, value in metadata.items():
-        if not _valid_metadata_value(value):
-            raise _BadRecord(
-                f"metadata field {key!r} must be a string, number, boolean or a list of those, "
-                f"got {_type_name(value)}",
-                doc_id,
-            )
+        if key in merged:
+            raise BadRecord(f"field {key!r} is both top-level and in 'metadata'", doc_id)
+        merged[key] = value
+    try:
+        metadata = flatten_metadata(merged)
+    except BadRecord as bad:
+        raise BadRecord(str(bad), doc_id) from None
     return Document(id=doc_id, text=text, title=title, metadata=metadata)
+
+
+def flatten_metadata(raw: Mapping[str, Any]) -> dict[str, MetadataValue]:
+    """Nested objects become dotted keys (`{"author": {"name": "A"}}` -> `author.name: "A"`). An array of
+    objects becomes one list-valued dotted key per field, collecting every object's values in order
+    (`{"authors": [{"name": "A"}, {"name": "B"}]}` -> `authors.name: ["A", "B"]`), as OpenSearch and
+    Elasticsearch index an array of objects; which value came from which object is not kept. Nulls inside
+    objects are absent values; an empty object adds nothing."""
+    flat: dict[str, MetadataValue] = {}
+    for key, value in raw.items():
+        _flatten_into(flat, str(key), value)
+    return flat
+
+
+def _flatten_into(flat: dict[str, MetadataValue], key: str, value: Any) -> None:
+    if isinstance(value, dict):
+        for sub, inner in value.items():
+            if inner is not None:
+                _flatten_into(flat, f"{key}.{sub}", inner)
+    elif isinstance(value, list) and any(isinstance(item, dict) for item in value):
+        collected: dict[str, list[Scalar]] = {}
+        for item in value:
+            if isinstance(item, dict):
+                for sub, inner in flatten_metadata(item).items():
+                    values = collected.setdefault(f"{key}.{sub}", [])
+                    if isinstance(inner, list):
+                        values.extend(inner)
+                    elif inner is not None:
+                        values.append(inner)
+            elif isinstance(item, str | int | float | bool):
+                collected.setdefault(key, []).append(item)
+            else:
+                raise BadRecord(f"metadata field {key!r} mixes objects with {type_name(item)}")
+        for name, values in collected.items():
+            _put(flat, name, values)
+    elif _valid_metadata_value(value):
+        _put(flat, key, value)
+    else:
+        raise BadRecord(
+            f"metadata field {key!r} must be a string, number, boolean, an object or a list of those, "
+            f"got {type_name(value)}"
+        )
+
+
+def _put(flat: dict[str, MetadataValue], key: str, value: MetadataValue) -> None:
+    if key in flat:
+        raise BadRecord(f"metadata field {key!r} is given twice (as a dotted key and inside an object)")
+    flat[key] = value
 
 
 def _parse_id(record: Mapping[str, Any]) -> str:
@@ -262,12 +196,12 @@ def _parse_id(record: Mapping[str, Any]) -> str:
         if name in record:
             value = record[name]
             if isinstance(value, bool) or not isinstance(value, str | int):
-                raise _BadRecord(f"{name!r} must be a string or an integer, got {_type_name(value)}")
+                raise BadRecord(f"{name!r} must be a string or an integer, got {type_name(value)}")
             doc_id = str(value)
             if not doc_id.strip():
-                raise _BadRecord(f"empty {name!r}")
+                raise BadRecord(f"empty {name!r}")
             return doc_id
-    raise _BadRecord("missing id (expected a '_id' or 'id' field)")
+    raise BadRecord("missing id (expected a '_id' or 'id' field)")
 
 
 def _valid_metadata_value(value: object) -> bool:
@@ -276,5 +210,5 @@ def _valid_metadata_value(value: object) -> bool:
     return isinstance(value, list) and all(isinstance(v, str | int | float | bool) for v in value)
 
 
-def _type_name(value: object) -> str:
+def type_name(value: object) -> str:
     return {dict: "an object", list: "a list", type(None): "null"}.get(type(value), type(value).__name__)

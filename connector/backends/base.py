@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -103,6 +103,17 @@ class Backend(Protocol):
     def commit(self) -> None:
         """Make every write so far searchable (and, after a re-index, the live index)."""
         ...
+
+    def content_hashes(self, ids: Sequence[str]) -> dict[str, str]:
+        """The stored `content_hash` of each of `ids` that the live index holds (missing ids are absent; a
+        document stored without one maps to ""). Incremental indexing asks this for every batch, so a store
+        should answer it cheaply, without texts or vectors; this default reads whole documents."""
+        return {doc_id: doc.content_hash for doc_id, doc in self.get(ids).items()}
+
+    def all_ids(self) -> Iterator[str]:
+        """Every document id in the live index, streamed (for `index --sync`). The default: this store
+        cannot list them."""
+        raise ConfigurationError(f"the {self.name} backend cannot list its document ids (index --sync)")
 
     def get(self, ids: Sequence[str]) -> dict[str, Document]:
         """The stored documents among `ids`."""

@@ -17,7 +17,7 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -87,8 +87,9 @@ class EmbeddedBackend(Backend):
         self._documents, self._terms, self._row_of, self._bm25 = [], [], {}, None
         self._vectors = np.zeros((0, dimension), dtype=np.float32)
         self._info = IndexInfo(self.index_name, embedding_model, dimension, 0)
-        # A re-created index replaces the old one on disk only at its first write or commit, so a run that
-        # dies while embedding leaves the old index in place; a new index exists on disk at once.
+        # A re-created index is staged in memory and replaces the old one on disk only at commit, so a run
+        # that dies midway leaves the old index whole (as the engines' alias swap); a new index exists on
+        # disk at once and takes every batch as it is written.
         self._unsaved = replacing
         if not replacing:
             self._persist()
@@ -129,9 +130,16 @@ class EmbeddedBackend(Backend):
         return len(doomed)
 
     def commit(self) -> None:
-        """Writes are durable and searchable as they happen; only a re-created, still empty index waits."""
+        """Writes are durable and searchable as they happen; only a re-created index waits for this."""
         if self._unsaved:
             self._persist()
+
+    def content_hashes(self, ids: Sequence[str]) -> dict[str, str]:
+        return {i: self._documents[self._row_of[i]].content_hash for i in ids if i in self._row_of}
+
+    def all_ids(self) -> Iterator[str]:
+        self._require_index()
+        return iter([doc.id for doc in self._documents])  # a copy: deleting while listing is safe
 
     # --- reads -----------------------------------------------------------------------------------------
 
@@ -205,7 +213,8 @@ class EmbeddedBackend(Backend):
         self._info = IndexInfo(
             self._info.name, self._info.embedding_model, self._info.dimension, len(self._documents)
         )
-        self._persist()
+        if not self._unsaved:  # a re-created index waits for commit
+            self._persist()
 
     def _persist(self) -> None:
         assert self._info is not None
@@ -287,5 +296,9 @@ def _document_from_store(record: dict[str, object]) -> Document:
     metadata = record.get("metadata") or {}
     assert isinstance(metadata, dict)
     return Document(
-        id=str(record["_id"]), text=str(record["text"]), title=str(record.get("title", "")), metadata=metadata
+        id=str(record["_id"]),
+        text=str(record["text"]),
+        title=str(record.get("title", "")),
+        metadata=metadata,
+        content_hash=str(record.get("content_hash", "")),
     )

@@ -60,10 +60,13 @@ def test_unknown_top_level_fields_become_metadata(tmp_path: Path) -> None:
         ('{"_id": "b", "text": 42}', "line 2 (id 'b'): 'text' must be a string, got int"),
         ('{"_id": "b", "text": "t", "title": ["x"]}', "'title' must be a string, got a list"),
         ('{"_id": "b", "text": "t", "metadata": "x"}', "'metadata' must be an object, got str"),
-        ('{"_id": "b", "text": "t", "metadata": {"k": {"deep": 1}}}', "metadata field 'k' must be a string"),
         (
-            '{"_id": "b", "text": "t", "metadata": {"k": [{"deep": 1}]}}',
-            "metadata field 'k' must be a string",
+            '{"_id": "b", "text": "t", "metadata": {"k": [{"deep": 1}, [2]]}}',
+            "metadata field 'k' mixes objects with a list",
+        ),
+        (
+            '{"_id": "b", "text": "t", "metadata": {"k.deep": 1, "k": {"deep": 2}}}',
+            "metadata field 'k.deep' is given twice",
         ),
         ('{"_id": "b", "text": "t", "metadata": {"k": [[1, 2]]}}', "metadata field 'k' must be a string"),
         ('{"_id": "b", "text": "t", "metadata": {"k": [1, null]}}', "metadata field 'k' must be a string"),
@@ -170,14 +173,14 @@ def test_full_text_puts_the_title_first() -> None:
             "field 'lang' is both top-level and in 'metadata'",
         ),
         (
-            '{"_id": "b", "text": "t", "metadata": {"k": {"deep": 1}}}',
+            '{"_id": "b", "text": "t", "metadata": {"k": {"deep": [null]}}}',
             "b",
-            "metadata field 'k' must be a string, number, boolean or a list of those, got an object",
+            "metadata field 'k.deep' must be a string, number, boolean, an object or a list of those, got a list",
         ),
         (
             '{"_id": "b", "text": "t", "k": [[1]]}',
             "b",
-            "metadata field 'k' must be a string, number, boolean or a list of those, got a list",
+            "metadata field 'k' must be a string, number, boolean, an object or a list of those, got a list",
         ),
     ],
 )
