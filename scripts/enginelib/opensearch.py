@@ -16,7 +16,7 @@ import zipfile
 from pathlib import Path
 from typing import NamedTuple
 
-from . import StartFail, flag, java, log, maven
+from . import StartFail, env_port, flag, java, log, maven, process, security
 
 ROOT = Path(__file__).resolve().parents[2]
 WORK = Path(os.environ.get("OPENSEARCH_WORK_DIR") or (ROOT / ".work" / "opensearch")).resolve()
@@ -26,6 +26,15 @@ TMP = WORK / "tmp"
 RUN = WORK / "run"
 DEFAULT_VERSION = "2.19.6"
 DEFAULT_NEURAL = "1"
+# OPENSEARCH_SECURITY=1: TLS + basic auth (enginelib.security). Maven Central has opensearch-security zips
+# only for 2.11.1.0, 2.19.3.0, 2.19.4.0 and 3.4.0.0 (none for 2.19.6.0, 404). 3.4.0.0 cannot be installed on
+# the 3.4.0 integ-test zip ("Missing plugin [rule-framework], dependency of [opensearch-security]", a module
+# that zip lacks and Maven Central does not publish), and there is no k-NN zip for a 2.19.3 or 2.19.4 server.
+# So the 2.19.6 node runs the 2.19.4.0 security plugin, its descriptor's opensearch.version rewritten to the
+# server's (same minor line; a patch release keeps the plugin API).
+SECURITY_VAR = "OPENSEARCH_SECURITY"
+SECURITY_SUFFIX = "-security"  # of the variant: its own distribution, data folder and default instance
+SECURITY_PLUGIN_VERSION = {"2.19.6": "2.19.4.0"}  # server version -> opensearch-security zip version
 RECIPE = 3  # bump when the assembly recipe changes: forces a rebuild of the distribution
 CLUSTER_NAME = "local-opensearch"
 INSTANCE_VAR = "OPENSEARCH_INSTANCE"  # a named node beside the default one (enginelib.instances)
@@ -45,6 +54,8 @@ PINNED_SHA256 = {
     "opensearch-3.6.0.zip": "a91faa1dc1cadc78cb278b4f63847e19e1627a4e9de698e14e7efc14ee37b286",
     "opensearch-knn-3.6.0.0.zip": "ac392ca28a39b3bf290648a422ef30cb149dda2963a9d7feb26060e932341c9a",
     "neural-search-3.6.0.0.zip": "6ef1b206e79391e2e36268e32dc34d27fd8b8a59a8eb0a7393c97d53b038e433",
+    # OPENSEARCH_SECURITY=1 (Maven Central also publishes a .sha1 for this one)
+    "opensearch-security-2.19.4.0.zip": "1f673622c462c4171a8c53f9b1ad20e5b839834cb79b0d3b388da180a0e514e8",
 }
 
 REPO = maven.Repo(
@@ -108,23 +119,64 @@ MODULES = [
 # ----------------------------------------------------------------------------------------------- config
 
 
+def secured() -> bool:
+    return flag(SECURITY_VAR, "0")
+
+
 def version() -> str:
     return os.environ.get("OPENSEARCH_VERSION") or DEFAULT_VERSION
 
 
 def variant() -> str:
+    suffix = SECURITY_SUFFIX if secured() else ""
     if not flag("OPENSEARCH_NEURAL", DEFAULT_NEURAL):
-        return "knn"
-    return "neural-ml" if flag("OPENSEARCH_ML", "0") else "neural"
+        return "knn" + suffix
+    return ("neural-ml" if flag("OPENSEARCH_ML", "0") else "neural") + suffix
+
+
+CERTS_DIR = WORK / "security"  # the local CA and certificates of every secured node of the work folder
+
+
+def port() -> int:
+    return env_port("OPENSEARCH_PORT", "9240" if secured() else "9200")
+
+
+def transport_port(http_port: int) -> int | None:
+    if os.environ.get("OPENSEARCH_TRANSPORT_PORT"):
+        return env_port("OPENSEARCH_TRANSPORT_PORT", "")
+    return http_port + 100 if secured() else None
+
+
+def is_secured(state: dict[str, object]) -> bool:
+    """A running node's state says whether it is secured; otherwise the environment does."""
+    return bool(state.get("secured")) if state else secured()
+
+
+def url_for(p: int, state: dict[str, object] | None = None) -> str:
+    return f"{'https' if is_secured(state or {}) else 'http'}://127.0.0.1:{p}"
+
+
+def node_health(p: int, state: dict[str, object], run: Path, wait: str = "0s") -> str | None:
+    """The health of the node on port `p`: over HTTPS as the admin user (password in `run`) if secured."""
+    if is_secured(state):
+        return security.node_health(url_for(p, state), CLUSTER_NAME, CERTS_DIR, run, wait)
+    return process.cluster_health(url_for(p), CLUSTER_NAME, wait)
+
+
+def fallback_variant(var: str) -> str:
+    """k-NN only, keeping security: what `start` tries when neural-search fails."""
+    return "knn" + (SECURITY_SUFFIX if var.endswith(SECURITY_SUFFIX) else "")
 
 
 def plugin_zips(var: str) -> list[str]:
     """artifactIds of plugin zips, in install order."""
     out = ["opensearch-knn"]
-    if var == "neural-ml":
+    if var.startswith("neural-ml"):
         out = ["opensearch-job-scheduler", "opensearch-ml-plugin", *out]
     if var.startswith("neural"):
         out.append("neural-search")
+    if var.endswith(SECURITY_SUFFIX):
+        out.append("opensearch-security")
     return out
 
 
@@ -159,7 +211,6 @@ def pick_java(ver: str) -> Path:
 
 def artifact_list(ver: str, var: str) -> list[maven.Artifact]:
     """(group, artifact, version, type, exclusions) for the generated pom."""
-    pv = ver + ".0"
     arts = [
         maven.Artifact("org.opensearch.distribution.integ-test-zip", "opensearch", ver, "zip", "*:*"),
         maven.Artifact("org.opensearch.plugin", "lang-painless", ver, "jar", "org.opensearch:*"),
@@ -167,8 +218,20 @@ def artifact_list(ver: str, var: str) -> list[maven.Artifact]:
         maven.Artifact("org.opensearch.plugin", "mapper-extras-client", ver, "jar", "*:*"),
     ]
     for a in plugin_zips(var):
-        arts.append(maven.Artifact("org.opensearch.plugin", a, pv, "zip", "*:*"))
+        arts.append(maven.Artifact("org.opensearch.plugin", a, plugin_version(a, ver), "zip", "*:*"))
     return arts
+
+
+def plugin_version(artifact: str, ver: str) -> str:
+    if artifact != "opensearch-security":
+        return ver + ".0"
+    if ver not in SECURITY_PLUGIN_VERSION:
+        raise StartFail(
+            f"{SECURITY_VAR}=1 runs OpenSearch {', '.join(SECURITY_PLUGIN_VERSION)} only (the security "
+            f"plugin zips on Maven Central fit no other server with a k-NN zip); unset "
+            f"OPENSEARCH_VERSION={ver}"
+        )
+    return SECURITY_PLUGIN_VERSION[ver]
 
 
 def module_jars(artifact: str, ver: str) -> list[Path]:
@@ -246,7 +309,7 @@ def configure(home: Path, ver: str, var: str) -> None:
         "cluster.routing.allocation.disk.threshold_enabled: false",
         "action.destructive_requires_name: false",
     ]
-    if var == "neural-ml":
+    if var.startswith("neural-ml"):
         yml += ["plugins.ml_commons.only_run_on_ml_node: false"]
     (home / "config" / "opensearch.yml").write_text("\n".join(yml) + "\n")
     jvm = home / "config" / "jvm.options"
@@ -301,6 +364,8 @@ def assemble(ver: str, var: str, java_home: Path) -> Path:
     env["OPENSEARCH_JAVA_OPTS"] = f"-Xmx512m -XX:-UsePerfData -Djava.io.tmpdir={TMP}"
     for art in plugin_zips(var):
         z = files[art]
+        if art == "opensearch-security":
+            z = security.plugin_for_server(z, ver, WORK / "build" / f"{ver}-{var}")
         log(f"installing plugin {z.name}")
         cmd = [str(tmp / "bin" / "opensearch-plugin"), "install", "--batch", z.as_uri()]
         r = subprocess.run(cmd, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, cwd=tmp)
