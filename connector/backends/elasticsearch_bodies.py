@@ -7,25 +7,43 @@ English stop words, Porter stems, CJK bigrams) has already analysed, joined by s
 `whitespace` analyzer splits them back into the same terms at index and query time. BM25 then sees exactly
 the terms the embedded backend and the OpenSearch `english_cjk` analyzer see, on any Elasticsearch.
 
-Filters, hit parsing and bulk failure reports are the same as on OpenSearch and come from there.
+Filters, documents, hit parsing and bulk failure reports are the same as on OpenSearch: `engine_bodies`.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from hybrid_rerank.connector.backends.base import Filters, LegHit, Vector
-from hybrid_rerank.connector.backends.opensearch_bodies import (
+from hybrid_rerank.connector.backends import engine_bodies as shared
+from hybrid_rerank.connector.backends.base import Filters, Vector
+from hybrid_rerank.connector.backends.engine_bodies import (
     SOURCE_FIELDS,
     VECTOR_FIELD,
-    cosine_from_score,
-    document_from_hit,
-    filter_clauses,
+    action_size,
+    action_size_bound,
+    filter_query,
+    filtered,
+    multi_match,
+    parse_leg,
 )
 from hybrid_rerank.connector.documents import Document
 from hybrid_rerank.connector.text import TOKENIZER_VERSION, tokenize
+
+__all__ = [
+    "action_size",
+    "action_size_bound",
+    "analysed",
+    "bm25_body",
+    "bulk_actions",
+    "index_body",
+    "knn_body",
+    "knn_section",
+    "match_query",
+    "parse_leg",
+    "recall_msearch",
+    "tokenizer_mismatch",
+]
 
 MAPPING_FORMAT = 1
 ANALYSIS = "pre-analysed+whitespace"
@@ -106,16 +124,7 @@ def match_query(query: str, filters: Filters | None, title_boost: float = 1.0) -
     terms = analysed(query)
     if not terms:
         return {"match_none": {}}
-    match = {
-        "multi_match": {
-            "query": terms,
-            "fields": [f"{TERM_FIELDS['title']}^{title_boost:g}", TERM_FIELDS["text"]],
-            "type": "best_fields",
-            "tie_breaker": 0.3,
-        }
-    }
-    clauses = filter_clauses(filters)
-    return {"bool": {"must": [match], "filter": clauses}} if clauses else match
+    return filtered(multi_match(terms, TERM_FIELDS["title"], TERM_FIELDS["text"], title_boost), filters)
 
 
 def knn_section(vector: Vector, size: int, filters: Filters | None) -> dict[str, Any]:
@@ -127,9 +136,9 @@ def knn_section(vector: Vector, size: int, filters: Filters | None) -> dict[str,
         "k": k,
         "num_candidates": min(MAX_K, max(k, NUM_CANDIDATES)),
     }
-    clauses = filter_clauses(filters)
-    if clauses:
-        body["filter"] = {"bool": {"filter": clauses}}
+    query = filter_query(filters)
+    if query:
+        body["filter"] = query
     return body
 
 
@@ -146,58 +155,18 @@ def recall_msearch(
     query: str, vector: Vector, size: int, filters: Filters | None, index: str, title_boost: float = 1.0
 ) -> list[dict[str, Any]]:
     """One `_msearch` body: the BM25 leg, then the k-NN leg, under the same filters."""
-    return [
-        {"index": index},
-        bm25_body(query, size, filters, title_boost),
-        {"index": index},
-        knn_body(vector, size, filters),
-    ]
+    return shared.msearch(
+        index, bm25_body(query, size, filters, title_boost), knn_body(vector, size, filters)
+    )
 
 
-def parse_leg(response: Mapping[str, Any], *, vector_leg: bool) -> list[LegHit]:
-    """Hits of one leg; Elasticsearch scores cosine as (1 + cos) / 2, reported as the cosine."""
-    hits = response.get("hits", {}).get("hits", [])
-    return [
-        LegHit(document_from_hit(h), cosine_from_score(h["_score"]) if vector_leg else float(h["_score"]))
-        for h in hits
-    ]
+def analysed_fields(doc: Document) -> dict[str, str]:
+    """The analysed copies of a document's title and text, stored beside them."""
+    return {TERM_FIELDS["title"]: analysed(doc.title), TERM_FIELDS["text"]: analysed(doc.text)}
 
 
 def bulk_actions(
     index: str, documents: Sequence[Document], vectors: Sequence[Vector]
 ) -> Iterator[dict[str, Any]]:
     """Index (upsert by id) actions for the client's bulk helpers, with the analysed copies."""
-    for doc, vector in zip(documents, vectors, strict=True):
-        yield {
-            "_op_type": "index",
-            "_index": index,
-            "_id": doc.id,
-            "_source": {
-                "doc_id": doc.id,
-                "title": doc.title,
-                "text": doc.text,
-                TERM_FIELDS["title"]: analysed(doc.title),
-                TERM_FIELDS["text"]: analysed(doc.text),
-                "metadata": dict(doc.metadata),
-                VECTOR_FIELD: [float(x) for x in vector],
-            },
-        }
-
-
-def action_size(action: Mapping[str, Any]) -> int:
-    """Bytes the action's source takes on the wire."""
-    return len(json.dumps(action["_source"], ensure_ascii=False).encode("utf-8"))
-
-
-# JSON of a float takes at most 24 characters, plus ", "; a character at most 6 bytes (a \uXXXX escape).
-_FLOAT_BYTES, _CHAR_BYTES = 26, 6
-_TEXT_KEYS = ("doc_id", "title", "text", *TERM_FIELDS.values())
-
-
-def action_size_bound(action: Mapping[str, Any]) -> int:
-    """An upper bound of `action_size` without serializing the vector and the texts: the exact size is only
-    worth computing when this bound is over the limit."""
-    source = action["_source"]
-    chars = sum(len(source[k]) for k in _TEXT_KEYS)
-    metadata = len(json.dumps(source["metadata"], ensure_ascii=False).encode("utf-8"))
-    return 192 + _CHAR_BYTES * chars + metadata + _FLOAT_BYTES * len(source[VECTOR_FIELD])
+    return shared.bulk_actions(index, documents, vectors, analysed_fields)

@@ -1,0 +1,321 @@
+"""The base of the OpenSearch and Elasticsearch backends: what both engines do the same way, written once.
+
+Versioned indexes behind an alias with an atomic swap at commit, bulk writes through the client's
+`streaming_bulk` with every refused document reported, the BM25 and k-NN legs in one `_msearch`, and the
+client's exceptions mapped to the connector's in one place (`_call`). An engine module supplies only what
+differs: the client calls whose signatures differ, the mapping, the query dialect and its exception types.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, ClassVar, TypedDict, TypeVar
+
+from hybrid_rerank.connector.backends import engine_bodies as shared
+from hybrid_rerank.connector.backends.base import (
+    Backend,
+    BulkReport,
+    Filters,
+    IndexInfo,
+    LegHit,
+    Recall,
+    Vector,
+    check_index_matches,
+    split_sendable,
+)
+from hybrid_rerank.connector.backends.engine_bodies import EngineFailure, EngineNames
+from hybrid_rerank.connector.documents import Document
+from hybrid_rerank.connector.errors import (
+    BackendUnavailableError,
+    ConfigurationError,
+    ConnectorError,
+    DocumentFailure,
+    IndexMismatchError,
+    IndexMissingError,
+)
+
+T = TypeVar("T")
+
+
+class EngineOptions(TypedDict, total=False):
+    """The keyword arguments every engine backend takes (see `EngineBackend.__init__`)."""
+
+    url: str
+    hnsw_m: int
+    hnsw_ef_construction: int
+    title_boost: float
+    chunk_docs: int
+    chunk_bytes: int
+    max_document_bytes: int
+    bulk_retries: int
+
+
+class EngineBackend(Backend, ABC):
+    """A Lucene engine reached through its official Python client (`client`, typed by the subclass)."""
+
+    names: ClassVar[EngineNames]
+    client_errors: ClassVar[tuple[type[Exception], ...]]  # what the client raises, for `_call` to map
+
+    def __init__(
+        self,
+        client: Any,
+        index_name: str,
+        *,
+        url: str = "",
+        hnsw_m: int = 16,
+        hnsw_ef_construction: int = 128,
+        title_boost: float = 1.0,
+        chunk_docs: int = 500,
+        chunk_bytes: int = 10_000_000,
+        max_document_bytes: int = 5_000_000,
+        bulk_retries: int = 3,
+    ) -> None:
+        problem = shared.index_name_problem(index_name)
+        if problem:
+            raise ConfigurationError(
+                f"INDEX_NAME {index_name!r} is not usable on {self.names.engine}: {problem}"
+            )
+        self.client = client
+        self.alias = index_name
+        self.url = url
+        self.hnsw_m = hnsw_m
+        self.hnsw_ef_construction = hnsw_ef_construction
+        self.title_boost = title_boost
+        self.chunk_docs = chunk_docs
+        self.chunk_bytes = chunk_bytes
+        self.max_document_bytes = max_document_bytes
+        self.bulk_retries = bulk_retries
+        self._write_index: str | None = (
+            None  # where bulk writes go; differs from the live one while re-indexing
+        )
+
+    # --- what each engine supplies --------------------------------------------------------------------------
+
+    @abstractmethod
+    def _classify(self, exc: Exception) -> EngineFailure:
+        """What one of `client_errors` means for the user."""
+
+    @abstractmethod
+    def _index_body(self, embedding_model: str, dimension: int) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def _create(self, index: str, body: dict[str, Any]) -> None: ...
+
+    @abstractmethod
+    def _update_aliases(self, actions: list[dict[str, Any]]) -> None: ...
+
+    @abstractmethod
+    def _mget(self, index: str, ids: list[str], fields: list[str]) -> list[dict[str, Any]]:
+        """The `docs` of an `_mget` of `ids`, with only `fields` of each source."""
+
+    @abstractmethod
+    def _msearch(self, searches: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The `responses` of an `_msearch`."""
+
+    @abstractmethod
+    def _search_raw(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The response of a `_search` on the alias."""
+
+    @abstractmethod
+    def _streaming_bulk(self, actions: list[dict[str, Any]], **options: Any) -> Iterable[tuple[bool, Any]]:
+        """The client's `helpers.streaming_bulk` over `actions`."""
+
+    @abstractmethod
+    def _bulk_actions(
+        self, index: str, documents: Sequence[Document], vectors: Sequence[Vector]
+    ) -> Iterator[dict[str, Any]]: ...
+
+    @abstractmethod
+    def _bm25_body(self, query: str, size: int, filters: Filters | None) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def _knn_body(self, vector: Vector, size: int, filters: Filters | None) -> dict[str, Any]: ...
+
+    def _meta_problem(self, meta: dict[str, Any]) -> str | None:
+        """Why an index built by hybrid-rerank can still not be searched by this connector (None: it can)."""
+        return None
+
+    # --- errors: the one place the client's exceptions become ours -------------------------------------
+
+    def _call(self, action: Callable[[], T], what: str) -> T:
+        try:
+            return action()
+        except self.client_errors as exc:
+            failure = self._classify(exc)
+            message = shared.failure_message(failure, self.names, url=self.url, alias=self.alias, what=what)
+            if failure.kind in ("unreachable", "tls"):
+                raise BackendUnavailableError(message) from exc
+            if failure.kind == "missing":
+                raise IndexMissingError(message) from exc
+            raise ConnectorError(message) from exc
+
+    def _missing(self) -> IndexMissingError:
+        return IndexMissingError(f"index {self.alias!r} does not exist; run `hybrid-rerank index PATH` first")
+
+    # --- index lifecycle -----------------------------------------------------------------------------------
+
+    def _live_index(self) -> str | None:
+        """The concrete index the alias points at, or None when there is no alias yet."""
+        if not self._call(lambda: self.client.indices.exists_alias(name=self.alias), "look up the alias"):
+            if self._call(lambda: self.client.indices.exists(index=self.alias), "look up the index"):
+                raise ConfigurationError(
+                    f"{self.alias!r} is a plain index, not an alias managed by hybrid-rerank; pick another "
+                    "INDEX_NAME or move that index away"
+                )
+            return None
+        found = self._call(lambda: self.client.indices.get_alias(name=self.alias), "read the alias")
+        return str(sorted(found)[-1])
+
+    def _info_of(self, concrete: str) -> IndexInfo:
+        mapping = self._call(lambda: self.client.indices.get_mapping(index=concrete), "read the mapping")
+        meta = mapping[concrete]["mappings"].get("_meta") or {}
+        if "embedding_model" not in meta or "dimension" not in meta:
+            raise IndexMismatchError(f"index {concrete!r} was not created by hybrid-rerank (no _meta)")
+        problem = self._meta_problem(meta)
+        if problem:
+            raise IndexMismatchError(f"index {concrete!r}: {problem}")
+        count = self._call(lambda: self.client.count(index=concrete), "count documents")["count"]
+        return IndexInfo(self.alias, str(meta["embedding_model"]), int(meta["dimension"]), int(count))
+
+    def index_info(self) -> IndexInfo | None:
+        live = self._live_index()
+        return None if live is None else self._info_of(live)
+
+    def create_index(self, embedding_model: str, dimension: int, *, recreate: bool = False) -> IndexInfo:
+        live = self._live_index()
+        if live is not None and not recreate:
+            info = self._info_of(live)
+            check_index_matches(info, embedding_model, dimension)
+            self._write_index = live
+            return info
+        existing = self._call(lambda: self.client.indices.get(index=f"{self.alias}-v*"), "list versions")
+        target = shared.next_version(self.alias, existing)
+        body = self._index_body(embedding_model, dimension)
+        self._call(lambda: self._create(target, body), f"create index {target}")
+        if live is None:  # nothing to protect: make it live at once
+            self._swap_alias(None, target)
+        self._write_index = target
+        return IndexInfo(self.alias, embedding_model, dimension, 0)
+
+    def commit(self) -> None:
+        """Make every write searchable; after a re-index, point the alias at the new index atomically and
+        drop the old one, so searches never see a half-built index."""
+        target = self._write_target()
+        if target is None:
+            return
+        self._call(lambda: self.client.indices.refresh(index=target), "refresh")
+        live = self._live_index()
+        if live != target:
+            self._swap_alias(live, target)
+            if live is not None:
+                self._call(lambda: self.client.indices.delete(index=live), f"delete the old index {live}")
+
+    def _swap_alias(self, old: str | None, new: str) -> None:
+        actions = shared.alias_actions(self.alias, old, new)
+        self._call(lambda: self._update_aliases(actions), "update the alias")
+
+    def _write_target(self) -> str | None:
+        """Where writes go: the index being built by a re-index, else the live one."""
+        return self._write_index or self._live_index()
+
+    def _target(self) -> str:
+        target = self._write_target()
+        if target is None:
+            raise self._missing()
+        return target
+
+    # --- writes --------------------------------------------------------------------------------------------
+
+    def bulk_index(self, documents: Sequence[Document], vectors: Vector) -> BulkReport:
+        target = self._target()
+        # A wrong dimension is left for the node to refuse, per document; NaN cannot even be sent as JSON.
+        accepted, failures = split_sendable(documents, vectors)
+        actions = []
+        for action in self._bulk_actions(target, [d for d, _ in accepted], [v for _, v in accepted]):
+            if shared.action_size_bound(action) <= self.max_document_bytes:
+                actions.append(action)
+                continue
+            size = shared.action_size(action)
+            if size > self.max_document_bytes:
+                failures.append(
+                    DocumentFailure(
+                        action["_id"], f"document is {size:,} bytes, over {self.max_document_bytes:,}"
+                    )
+                )
+            else:
+                actions.append(action)
+        written = 0
+
+        def run() -> None:
+            nonlocal written
+            for ok, item in self._streaming_bulk(
+                actions,
+                chunk_size=self.chunk_docs,
+                max_chunk_bytes=self.chunk_bytes,
+                max_retries=self.bulk_retries,  # 429s are retried with exponential backoff
+                initial_backoff=1,
+                max_backoff=30,
+                raise_on_error=False,
+                raise_on_exception=False,
+            ):
+                if ok:
+                    written += 1
+                else:
+                    failures.append(shared.failure_from_item(item))
+
+        self._call(run, "write documents")
+        return BulkReport(written=written, failures=failures)
+
+    def delete(self, ids: Sequence[str]) -> int:
+        actions = shared.delete_actions(self._target(), ids)
+        deleted = 0
+
+        def run() -> None:
+            nonlocal deleted
+            for ok, item in self._streaming_bulk(
+                actions, raise_on_error=False, raise_on_exception=False, refresh=True
+            ):
+                deleted += bool(ok and item["delete"].get("result") == "deleted")
+
+        self._call(run, "delete documents")
+        return deleted
+
+    # --- reads ---------------------------------------------------------------------------------------------
+
+    def get(self, ids: Sequence[str]) -> dict[str, Document]:
+        if not ids:
+            return {}
+        target = self._target()
+        docs = self._call(lambda: self._mget(target, list(ids), shared.SOURCE_FIELDS), "fetch documents")
+        return {d["_id"]: shared.document_from_hit(d) for d in docs if d.get("found")}
+
+    def recall(self, query: str, vector: Vector, size: int, filters: Filters | None = None) -> Recall:
+        """Both legs in one `_msearch` round trip."""
+        searches = shared.msearch(
+            self.alias, self._bm25_body(query, size, filters), self._knn_body(vector, size, filters)
+        )
+        legs = self._checked(self._call(lambda: self._msearch(searches), "search"))
+        return Recall(
+            bm25=shared.parse_leg(legs[0], vector_leg=False),
+            knn=shared.parse_leg(legs[1], vector_leg=True),
+            leg_ms={"bm25": float(legs[0].get("took", 0)), "knn": float(legs[1].get("took", 0))},
+        )
+
+    def _checked(self, responses: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The responses of an `_msearch`, or the error one of them holds."""
+        for response in responses:
+            error = response.get("error")
+            if isinstance(error, dict) and error.get("type") == "index_not_found_exception":
+                raise self._missing()
+            if error:
+                raise ConnectorError(f"{self.names.engine} search failed: {error}")
+        return responses
+
+    def bm25(self, query: str, size: int, filters: Filters | None = None) -> list[LegHit]:
+        body = self._bm25_body(query, size, filters)
+        return shared.parse_leg(self._call(lambda: self._search_raw(body), "search"), vector_leg=False)
+
+    def knn(self, vector: Vector, size: int, filters: Filters | None = None) -> list[LegHit]:
+        body = self._knn_body(vector, size, filters)
+        return shared.parse_leg(self._call(lambda: self._search_raw(body), "search"), vector_leg=True)

@@ -1,0 +1,248 @@
+"""What OpenSearch and Elasticsearch share, as pure functions: index names behind the alias, filters, stored
+documents and bulk actions, hit parsing, bulk failure reports, and the messages of the errors a node or its
+transport gives. Tested against expected values; `engine.py` sends them, the engine modules add their dialect.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from hybrid_rerank.connector.backends.base import Filters, LegHit, Range, Vector
+from hybrid_rerank.connector.documents import Document
+from hybrid_rerank.connector.errors import DocumentFailure
+
+VECTOR_FIELD = "embedding"
+SOURCE_FIELDS = ["doc_id", "title", "text", "metadata"]
+VERSIONED = re.compile(r"^(?P<alias>.+)-v(?P<n>\d+)$")
+
+
+# --- index names: versioned indexes NAME-v1, NAME-v2, ... behind the alias NAME -------------------------
+
+
+def index_name_problem(index_name: str) -> str | None:
+    """Why `index_name` cannot be an alias we manage, or None when it can."""
+    if not index_name or index_name != index_name.lower() or VERSIONED.match(index_name):
+        return (
+            "use lower case, and no '-v<number>' suffix (that names the versioned indexes behind the alias)"
+        )
+    return None
+
+
+def next_version(alias: str, existing: Iterable[str]) -> str:
+    """The name of the next versioned index of `alias`, after every existing one."""
+    versions = [int(m["n"]) for name in existing if (m := VERSIONED.match(name)) and m["alias"] == alias]
+    return f"{alias}-v{max(versions, default=0) + 1}"
+
+
+def alias_actions(alias: str, old: str | None, new: str) -> list[dict[str, Any]]:
+    """One atomic `_aliases` update: the alias leaves `old` (if any) and points at `new`."""
+    actions: list[dict[str, Any]] = [{"add": {"index": new, "alias": alias}}]
+    if old is not None:
+        actions.insert(0, {"remove": {"index": old, "alias": alias}})
+    return actions
+
+
+# --- queries -----------------------------------------------------------------------------------------------
+
+
+def filter_clauses(filters: Filters | None) -> list[dict[str, Any]]:
+    """Filter clauses over `metadata.<field>`: a value is `term`, a list `terms`, a Range `range`."""
+    clauses: list[dict[str, Any]] = []
+    for name, wanted in (filters or {}).items():
+        field = f"metadata.{name}"
+        if isinstance(wanted, Range):
+            bounds = {k: v for k, v in (("gte", wanted.gte), ("lte", wanted.lte)) if v is not None}
+            clauses.append({"range": {field: bounds}})
+        elif isinstance(wanted, list):
+            clauses.append({"terms": {field: wanted}})
+        else:
+            clauses.append({"term": {field: wanted}})
+    return clauses
+
+
+def filter_query(filters: Filters | None) -> dict[str, Any] | None:
+    """All the filters as one query (for a k-NN search's own filter), or None without filters."""
+    clauses = filter_clauses(filters)
+    return {"bool": {"filter": clauses}} if clauses else None
+
+
+def filtered(query: dict[str, Any], filters: Filters | None) -> dict[str, Any]:
+    """`query` scored, restricted to the documents the filters keep."""
+    clauses = filter_clauses(filters)
+    return {"bool": {"must": [query], "filter": clauses}} if clauses else query
+
+
+def multi_match(query: str, title_field: str, text_field: str, title_boost: float) -> dict[str, Any]:
+    """BM25 over title (times `title_boost`) and text. `multi_match` never parses query syntax, so `AND`,
+    `(`, `"`, `~` or `\\` in a user's query are plain text, not a parse error."""
+    return {
+        "multi_match": {
+            "query": query,
+            "fields": [f"{title_field}^{title_boost:g}", text_field],
+            "type": "best_fields",
+            "tie_breaker": 0.3,
+        }
+    }
+
+
+def msearch(index: str, *searches: dict[str, Any]) -> list[dict[str, Any]]:
+    """One `_msearch` body running each search on `index`."""
+    return [part for search in searches for part in ({"index": index}, search)]
+
+
+# --- documents and hits ------------------------------------------------------------------------------------
+
+
+def cosine_from_score(score: float) -> float:
+    """Both engines score cosine similarity as (1 + cos) / 2; report the cosine, as embedded does."""
+    return 2.0 * score - 1.0
+
+
+def document_from_hit(hit: Mapping[str, Any]) -> Document:
+    source = hit.get("_source") or {}
+    return Document(
+        id=str(hit["_id"]),
+        text=str(source.get("text", "")),
+        title=str(source.get("title", "")),
+        metadata=dict(source.get("metadata") or {}),
+    )
+
+
+def parse_leg(response: Mapping[str, Any], *, vector_leg: bool) -> list[LegHit]:
+    hits = response.get("hits", {}).get("hits", [])
+    return [
+        LegHit(document_from_hit(h), cosine_from_score(h["_score"]) if vector_leg else float(h["_score"]))
+        for h in hits
+    ]
+
+
+def bulk_actions(
+    index: str,
+    documents: Sequence[Document],
+    vectors: Sequence[Vector],
+    extra_fields: Callable[[Document], dict[str, str]] | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Index (upsert by id) actions for the clients' bulk helpers; `extra_fields` adds an engine's own
+    derived fields to each stored document."""
+    for doc, vector in zip(documents, vectors, strict=True):
+        source: dict[str, Any] = {"doc_id": doc.id, "title": doc.title, "text": doc.text}
+        if extra_fields is not None:
+            source.update(extra_fields(doc))
+        source["metadata"] = dict(doc.metadata)
+        source[VECTOR_FIELD] = [float(x) for x in vector]
+        yield {"_op_type": "index", "_index": index, "_id": doc.id, "_source": source}
+
+
+def delete_actions(index: str, ids: Sequence[str]) -> list[dict[str, Any]]:
+    return [{"_op_type": "delete", "_index": index, "_id": doc_id} for doc_id in ids]
+
+
+def action_size(action: Mapping[str, Any]) -> int:
+    """Bytes the action's source takes on the wire."""
+    return len(json.dumps(action["_source"], ensure_ascii=False).encode("utf-8"))
+
+
+# JSON of a float takes at most 24 characters, plus ", "; a character at most 6 bytes (a \uXXXX escape); a
+# field's name, quotes and separators fit in 32 bytes.
+_FLOAT_BYTES, _CHAR_BYTES, _FIELD_BYTES = 26, 6, 32
+
+
+def action_size_bound(action: Mapping[str, Any]) -> int:
+    """An upper bound of `action_size` without serializing the vector and the texts: the exact size is only
+    worth computing (one more full JSON encoding per document) when this bound is over the limit."""
+    source = action["_source"]
+    chars = sum(len(value) for value in source.values() if isinstance(value, str))
+    metadata = len(json.dumps(source["metadata"], ensure_ascii=False).encode("utf-8"))
+    fields = _FIELD_BYTES * (len(source) - 1)
+    return fields + _CHAR_BYTES * chars + metadata + _FLOAT_BYTES * len(source[VECTOR_FIELD])
+
+
+def error_reason(error: Mapping[str, Any]) -> str:
+    """`type: reason (cause)` of an engine's error object."""
+    reason = f"{error.get('type', 'error')}: {error.get('reason', '')}"
+    caused = error.get("caused_by")
+    if isinstance(caused, dict) and caused.get("reason"):
+        reason += f" ({caused.get('type', '')}: {caused['reason']})"
+    return reason
+
+
+def failure_from_item(item: Mapping[str, Any]) -> DocumentFailure:
+    """A per-document failure from one item of a bulk response."""
+    op = next(iter(item.values()))
+    error = op.get("error")
+    reason = error_reason(error) if isinstance(error, dict) else str(error or f"status {op.get('status')}")
+    return DocumentFailure(str(op.get("_id", "?")), f"HTTP {op.get('status', '?')}: {reason}")
+
+
+# --- errors: what went wrong, in words that say what to check -----------------------------------------------
+
+FailureKind = Literal["unreachable", "tls", "auth", "forbidden", "missing", "refused"]
+
+
+@dataclass(frozen=True)
+class EngineNames:
+    """How an engine and its settings are called in messages."""
+
+    engine: str  # "OpenSearch"
+    url_var: str  # "OPENSEARCH_URL"
+    start_command: str  # "scripts/opensearch start"
+    credential_vars: tuple[str, ...]  # the settings that hold credentials
+    ca_var: str  # the setting that names the CA certificate file
+
+
+@dataclass(frozen=True)
+class EngineFailure:
+    """A client exception sorted by what the user should check. `detail` never holds a secret: it is built
+    from the status, the node's error type and reason, or the TLS library's verdict."""
+
+    kind: FailureKind
+    status: int | str | None = None
+    detail: str = ""
+
+
+def failure_message(failure: EngineFailure, names: EngineNames, *, url: str, alias: str, what: str) -> str:
+    """The message of the connector error a client failure becomes."""
+    where = url or "the configured URL"
+    credentials = " and ".join(names.credential_vars)
+    if failure.kind == "unreachable":
+        return (
+            f"cannot reach {names.engine} at {where} while trying to {what} ({failure.detail}); check "
+            f"{names.url_var}, or start a local node with `{names.start_command}`"
+        )
+    if failure.kind == "tls":
+        return (
+            f"cannot verify the TLS certificate of {names.engine} at {where} while trying to {what} "
+            f"({failure.detail}); set {names.ca_var} to the CA certificate file that signed the node's "
+            f"certificate, and check that {names.url_var} names the host the certificate was issued for "
+            "and uses https"
+        )
+    if failure.kind == "auth":
+        return (
+            f"{names.engine} at {where} refused the credentials (HTTP {failure.status}) while trying to "
+            f"{what}; check {credentials}"
+        )
+    if failure.kind == "forbidden":
+        return (
+            f"{names.engine} at {where} denied the configured user the right to {what} (HTTP "
+            f"{failure.status}: {failure.detail}); check {credentials}, and the user's roles on the node"
+        )
+    if failure.kind == "missing":
+        return (
+            f"index {alias!r} does not exist on {names.engine} (while trying to {what}); "
+            "run `hybrid-rerank index PATH` first"
+        )
+    return f"{names.engine} refused to {what}: {failure.status} {failure.detail}"
+
+
+_TLS_VERDICT = re.compile(r"\[SSL: [A-Z_]+\][^()\]\"\n]*|certificate verify failed: [^()\]\"\n]*")
+
+
+def tls_detail(text: str) -> str:
+    """The TLS library's verdict out of a transport error's text (which may also hold the request), or a
+    plain phrase when there is none to quote."""
+    found = _TLS_VERDICT.search(text)
+    return found.group(0).strip() if found else "TLS handshake failed"
