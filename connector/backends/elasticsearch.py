@@ -6,8 +6,9 @@ client-side: no server-side hybrid here. See docs/elasticsearch.md.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, Unpack
+from collections.abc import Iterator, Sequence
+from types import ModuleType
+from typing import Any, ClassVar, Unpack
 
 from elastic_transport import TlsError
 from elasticsearch import (
@@ -17,8 +18,8 @@ from elasticsearch import (
     Elasticsearch,
     NotFoundError,
     TransportError,
-    helpers,
 )
+from elasticsearch import helpers as bulk_helpers
 
 from hybrid_rerank.connector.backends import elasticsearch_bodies as bodies
 from hybrid_rerank.connector.backends.base import Filters, Vector
@@ -97,6 +98,7 @@ class ElasticsearchBackend(EngineBackend):
     name = "elasticsearch"
     names = NAMES
     client_errors = (ApiError, TransportError)
+    helpers: ClassVar[ModuleType] = bulk_helpers
 
     def __init__(self, client: Elasticsearch, index_name: str, **options: Unpack[EngineOptions]) -> None:
         super().__init__(client, index_name, **options)
@@ -132,9 +134,6 @@ class ElasticsearchBackend(EngineBackend):
     def _search_raw(self, body: dict[str, Any]) -> dict[str, Any]:
         response: dict[str, Any] = self.client.search(index=self.alias, body=body).body
         return response
-
-    def _streaming_bulk(self, actions: list[dict[str, Any]], **options: Any) -> Iterable[tuple[bool, Any]]:
-        return helpers.streaming_bulk(self.client, actions, **options)
 
     def _bulk_actions(
         self, index: str, documents: Sequence[Document], vectors: Sequence[Vector]

@@ -18,6 +18,7 @@ from typing import Any
 from hybrid_rerank.connector.backends import engine_bodies as shared
 from hybrid_rerank.connector.backends.base import Filters, Vector
 from hybrid_rerank.connector.backends.engine_bodies import (
+    LATER_FIELDS,
     SOURCE_FIELDS,
     VECTOR_FIELD,
     action_size,
@@ -75,6 +76,7 @@ def index_body(
             "_source": {"excludes": sorted(TERM_FIELDS.values())},
             "properties": {
                 "doc_id": {"type": "keyword"},
+                **LATER_FIELDS,
                 "title": {"type": "text", "index": False},
                 "text": {"type": "text", "index": False},
                 "title_terms": dict(terms),

@@ -9,7 +9,8 @@ differs: the client calls whose signatures differ, the mapping, the query dialec
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from types import ModuleType
 from typing import Any, ClassVar, TypedDict, TypeVar
 
 from hybrid_rerank.connector.backends import engine_bodies as shared
@@ -56,6 +57,7 @@ class EngineBackend(Backend, ABC):
 
     names: ClassVar[EngineNames]
     client_errors: ClassVar[tuple[type[Exception], ...]]  # what the client raises, for `_call` to map
+    helpers: ClassVar[ModuleType]  # the client's bulk helpers: `streaming_bulk` and `scan`, alike in both
 
     def __init__(
         self,
@@ -116,10 +118,6 @@ class EngineBackend(Backend, ABC):
     @abstractmethod
     def _search_raw(self, body: dict[str, Any]) -> dict[str, Any]:
         """The response of a `_search` on the alias."""
-
-    @abstractmethod
-    def _streaming_bulk(self, actions: list[dict[str, Any]], **options: Any) -> Iterable[tuple[bool, Any]]:
-        """The client's `helpers.streaming_bulk` over `actions`."""
 
     @abstractmethod
     def _bulk_actions(
@@ -187,6 +185,7 @@ class EngineBackend(Backend, ABC):
         if live is not None and not recreate:
             info = self._info_of(live)
             check_index_matches(info, embedding_model, dimension)
+            self._add_missing_fields(live)
             self._write_index = live
             return info
         existing = self._call(lambda: self.client.indices.get(index=f"{self.alias}-v*"), "list versions")
@@ -197,6 +196,19 @@ class EngineBackend(Backend, ABC):
             self._swap_alias(None, target)
         self._write_index = target
         return IndexInfo(self.alias, embedding_model, dimension, 0)
+
+    def _add_missing_fields(self, concrete: str) -> None:
+        """Give an index built before a field existed (`content_hash`) that field, so writes to it keep
+        working under `dynamic: strict`; adding a field to a mapping is allowed on a live index."""
+        mapping = self._call(lambda: self.client.indices.get_mapping(index=concrete), "read the mapping")
+        known = mapping[concrete]["mappings"].get("properties") or {}
+        missing = {name: field for name, field in shared.LATER_FIELDS.items() if name not in known}
+        if missing:
+            body = {"properties": missing}
+            self._call(
+                lambda: self.client.indices.put_mapping(index=concrete, body=body),
+                "add fields to the mapping",
+            )
 
     def commit(self) -> None:
         """Make every write searchable; after a re-index, point the alias at the new index atomically and
@@ -249,7 +261,8 @@ class EngineBackend(Backend, ABC):
 
         def run() -> None:
             nonlocal written
-            for ok, item in self._streaming_bulk(
+            for ok, item in self.helpers.streaming_bulk(
+                self.client,
                 actions,
                 chunk_size=self.chunk_docs,
                 max_chunk_bytes=self.chunk_bytes,
@@ -273,8 +286,8 @@ class EngineBackend(Backend, ABC):
 
         def run() -> None:
             nonlocal deleted
-            for ok, item in self._streaming_bulk(
-                actions, raise_on_error=False, raise_on_exception=False, refresh=True
+            for ok, item in self.helpers.streaming_bulk(
+                self.client, actions, raise_on_error=False, raise_on_exception=False, refresh=True
             ):
                 deleted += bool(ok and item["delete"].get("result") == "deleted")
 
@@ -287,8 +300,25 @@ class EngineBackend(Backend, ABC):
         if not ids:
             return {}
         target = self._target()
-        docs = self._call(lambda: self._mget(target, list(ids), shared.SOURCE_FIELDS), "fetch documents")
+        docs = self._call(lambda: self._mget(target, list(ids), shared.STORED_FIELDS), "fetch documents")
         return {d["_id"]: shared.document_from_hit(d) for d in docs if d.get("found")}
+
+    def content_hashes(self, ids: Sequence[str]) -> dict[str, str]:
+        """The stored hashes alone (`_mget` of one small field: no texts, no vectors)."""
+        target = self._write_target() if ids else None
+        if target is None:
+            return {}
+        fields = [shared.CONTENT_HASH_FIELD]
+        docs = self._call(lambda: self._mget(target, list(ids), fields), "read content hashes")
+        return {d["_id"]: shared.content_hash_of(d) for d in docs if d.get("found")}
+
+    def all_ids(self) -> Iterator[str]:
+        """Every id, streamed by the client's `scan` (a scroll in index order: no sort by id, no source)."""
+        target = self._target()
+        query = {"query": {"match_all": {}}, "_source": False}
+        hits = iter(self.helpers.scan(self.client, query=query, index=target, size=1000, scroll="2m"))
+        while (hit := self._call(lambda: next(hits, None), "list document ids")) is not None:
+            yield str(hit["_id"])
 
     def recall(self, query: str, vector: Vector, size: int, filters: Filters | None = None) -> Recall:
         """Both legs in one `_msearch` round trip."""

@@ -16,7 +16,11 @@ from hybrid_rerank.connector.documents import Document
 from hybrid_rerank.connector.errors import DocumentFailure
 
 VECTOR_FIELD = "embedding"
-SOURCE_FIELDS = ["doc_id", "title", "text", "metadata"]
+CONTENT_HASH_FIELD = "content_hash"
+SOURCE_FIELDS = ["doc_id", "title", "text", "metadata"]  # what a search hit brings back
+STORED_FIELDS = [*SOURCE_FIELDS, CONTENT_HASH_FIELD]  # what `get` brings back
+# Fields added to the mapping after indexes were built without them; an older index gets them on open.
+LATER_FIELDS = {CONTENT_HASH_FIELD: {"type": "keyword", "index": False, "doc_values": False}}
 VERSIONED = re.compile(r"^(?P<alias>.+)-v(?P<n>\d+)$")
 
 
@@ -109,7 +113,13 @@ def document_from_hit(hit: Mapping[str, Any]) -> Document:
         text=str(source.get("text", "")),
         title=str(source.get("title", "")),
         metadata=dict(source.get("metadata") or {}),
+        content_hash=str(source.get(CONTENT_HASH_FIELD) or ""),
     )
+
+
+def content_hash_of(hit: Mapping[str, Any]) -> str:
+    """The stored content hash of one hit or `_mget` doc ("" when stored without one)."""
+    return str((hit.get("_source") or {}).get(CONTENT_HASH_FIELD) or "")
 
 
 def parse_leg(response: Mapping[str, Any], *, vector_leg: bool) -> list[LegHit]:
@@ -130,6 +140,8 @@ def bulk_actions(
     derived fields to each stored document."""
     for doc, vector in zip(documents, vectors, strict=True):
         source: dict[str, Any] = {"doc_id": doc.id, "title": doc.title, "text": doc.text}
+        if doc.content_hash:  # stored when computed; without one, reads give ""
+            source[CONTENT_HASH_FIELD] = doc.content_hash
         if extra_fields is not None:
             source.update(extra_fields(doc))
         source["metadata"] = dict(doc.metadata)

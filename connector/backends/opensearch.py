@@ -4,11 +4,13 @@ search through a search pipeline. Request bodies come from `opensearch_bodies` (
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, Unpack
+from collections.abc import Iterator, Sequence
+from types import ModuleType
+from typing import Any, ClassVar, Unpack
 
-from opensearchpy import OpenSearch, helpers
+from opensearchpy import OpenSearch
 from opensearchpy import exceptions as os_exc
+from opensearchpy import helpers as bulk_helpers
 
 from hybrid_rerank import mappings
 from hybrid_rerank.connector.backends import opensearch_bodies as bodies
@@ -85,6 +87,7 @@ class OpenSearchBackend(EngineBackend):
     name = "opensearch"
     names = NAMES
     client_errors = (os_exc.TransportError,)
+    helpers: ClassVar[ModuleType] = bulk_helpers
 
     def __init__(
         self,
@@ -129,10 +132,6 @@ class OpenSearchBackend(EngineBackend):
     def _search_raw(self, body: dict[str, Any]) -> dict[str, Any]:
         response: dict[str, Any] = self.client.search(index=self.alias, body=body)
         return response
-
-    def _streaming_bulk(self, actions: list[dict[str, Any]], **options: Any) -> Iterable[tuple[bool, Any]]:
-        results: Iterable[tuple[bool, Any]] = helpers.streaming_bulk(self.client, actions, **options)
-        return results
 
     def _bulk_actions(
         self, index: str, documents: Sequence[Document], vectors: Sequence[Vector]

@@ -141,3 +141,13 @@ def test_reopening_sees_the_same_index(
     again = make_backend(index_name)
     assert again.index_info() == backend.index_info()
     assert ids(again.bm25("moon", 10)) == ids(backend.bm25("moon", 10))
+
+
+def test_content_hashes_and_ids_come_back_without_the_documents(backend: Backend) -> None:
+    hashed = Document("h1", "a hashed text", "Hashed").hashed()
+    assert backend.bulk_index([hashed], np.array([[0, 0, 1, 0]], dtype=np.float32)).ok
+    backend.commit()
+    assert backend.content_hashes(["h1", "d1", "nope"]) == {"h1": hashed.content_hash, "d1": ""}
+    assert backend.get(["h1"])["h1"].content_hash == hashed.content_hash
+    assert backend.content_hashes([]) == {}
+    assert sorted(backend.all_ids()) == sorted([d.id for d in DOCS] + ["h1"])

@@ -29,6 +29,7 @@ def test_index_body_is_whitespace_term_fields_and_an_hnsw_cosine_dense_vector() 
             "_source": {"excludes": ["text_terms", "title_terms"]},
             "properties": {
                 "doc_id": {"type": "keyword"},
+                "content_hash": {"type": "keyword", "index": False, "doc_values": False},
                 "title": {"type": "text", "index": False},
                 "text": {"type": "text", "index": False},
                 "title_terms": terms,

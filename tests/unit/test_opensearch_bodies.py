@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from hybrid_rerank import mappings
+from hybrid_rerank.connector.backends import engine_bodies
 from hybrid_rerank.connector.backends import opensearch_bodies as bodies
 from hybrid_rerank.connector.backends.base import Range
 from hybrid_rerank.connector.documents import Document
@@ -84,6 +85,28 @@ def test_bulk_actions_upsert_by_id() -> None:
             "embedding": [0.5, 1.0],
         },
     }
+
+
+def test_a_content_hash_is_stored_when_computed_and_read_back() -> None:
+    vector = [np.array([0.5], dtype=np.float32)]
+    hashed = Document("d1", "text").hashed()
+    (action,) = bodies.bulk_actions("idx-v1", [hashed], vector)
+    assert action["_source"]["content_hash"] == hashed.content_hash and len(hashed.content_hash) == 32
+    (plain,) = bodies.bulk_actions("idx-v1", [Document("d1", "text")], vector)
+    assert "content_hash" not in plain["_source"]  # the same bytes as before hashes existed
+    stored = {"_id": "d1", "_source": {"text": "text", "content_hash": "abc"}}
+    assert bodies.document_from_hit(stored).content_hash == "abc"
+    assert engine_bodies.content_hash_of(stored) == "abc"
+    assert engine_bodies.content_hash_of({"_id": "d1", "_source": {}}) == ""
+    assert engine_bodies.content_hash_of({"_id": "d1"}) == ""
+    assert "content_hash" not in bodies.SOURCE_FIELDS  # search hits never carry it
+    assert [*bodies.SOURCE_FIELDS, "content_hash"] == engine_bodies.STORED_FIELDS
+
+
+def test_the_mapping_stores_the_hash_unindexed() -> None:
+    properties = mappings.index_body(dimension=4, embedding_model="m")["mappings"]["properties"]
+    assert properties["content_hash"] == {"type": "keyword", "index": False, "doc_values": False}
+    assert {"content_hash": properties["content_hash"]} == engine_bodies.LATER_FIELDS
 
 
 def test_responses_parse_into_documents_with_cosines() -> None:
