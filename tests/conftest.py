@@ -52,6 +52,26 @@ def opensearch_url() -> Iterator[str]:
     yield from _service("opensearch", "HYBRID_RERANK_TEST_OPENSEARCH")
 
 
+# The OpenSearch 3.x node beside 2.19: a named instance of scripts/opensearch on its own ports.
+OPENSEARCH3_ENV = {
+    "OPENSEARCH_VERSION": "3.6.0",
+    "OPENSEARCH_INSTANCE": "os3",
+    "OPENSEARCH_PORT": "9230",
+    "OPENSEARCH_EXTRA_SETTINGS": "transport.port: 9330",
+}
+
+
+@pytest.fixture(scope="session")
+def opensearch3_url() -> Iterator[str]:
+    """A real OpenSearch 3.x node on loopback (scripts/opensearch, instance os3), or the one scripts/test
+    started and named in HYBRID_RERANK_TEST_OPENSEARCH3."""
+    given = os.environ.get("HYBRID_RERANK_TEST_OPENSEARCH3")
+    if given:
+        yield given
+        return
+    yield from _service("opensearch", "HYBRID_RERANK_TEST_OPENSEARCH3", OPENSEARCH3_ENV)
+
+
 @pytest.fixture(scope="session")
 def elasticsearch_url() -> Iterator[str]:
     """A real Elasticsearch 8.x node on loopback (scripts/elasticsearch)."""
