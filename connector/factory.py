@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from pydantic import SecretStr
+
 from hybrid_rerank.connector.backends.base import Backend
 from hybrid_rerank.connector.embedder import Embedder
 from hybrid_rerank.connector.errors import ConfigurationError
@@ -16,24 +18,48 @@ from hybrid_rerank.workers.client import Reranker
 from hybrid_rerank.workers.scorer import CrossEncoderScorer
 
 if TYPE_CHECKING:
+    from elasticsearch import Elasticsearch
     from opensearchpy import OpenSearch
 
     from hybrid_rerank.connector.service.app import ServiceConfig, ServiceParts
 
 
+def revealed(secret: SecretStr | None) -> str | None:
+    """A secret's value for a client's constructor, the one place it leaves its SecretStr."""
+    return secret.get_secret_value() if secret is not None else None
+
+
 def opensearch_client(settings: Settings) -> OpenSearch:
-    """A client for OPENSEARCH_URL with the configured credentials, TLS verification and timeout."""
+    """A client for OPENSEARCH_URL with the configured credentials, CA, TLS verification and timeout."""
     from hybrid_rerank.connector.backends.opensearch import make_client
 
     if settings.opensearch_url is None:
         raise ConfigurationError("OPENSEARCH_URL is not set")
-    password = settings.opensearch_password
+    ca_certs = settings.opensearch_ca_certs
     return make_client(
         settings.opensearch_url,
         username=settings.opensearch_username,
-        password=password.get_secret_value() if password is not None else None,
+        password=revealed(settings.opensearch_password),
         verify_certs=settings.opensearch_verify_certs,
+        ca_certs=str(ca_certs) if ca_certs is not None else None,
         timeout=settings.opensearch_timeout,
+    )
+
+
+def elasticsearch_client(settings: Settings) -> Elasticsearch:
+    """A client for ELASTICSEARCH_URL with basic authentication or an API key, the CA and TLS verification."""
+    from hybrid_rerank.connector.backends.elasticsearch import make_client
+
+    if settings.elasticsearch_url is None:
+        raise ConfigurationError("ELASTICSEARCH_URL is not set")
+    ca_certs = settings.elasticsearch_ca_certs
+    return make_client(
+        settings.elasticsearch_url,
+        username=settings.elasticsearch_username,
+        password=revealed(settings.elasticsearch_password),
+        api_key=revealed(settings.elasticsearch_api_key),
+        ca_certs=str(ca_certs) if ca_certs is not None else None,
+        verify_certs=settings.elasticsearch_verify_certs,
     )
 
 
@@ -52,10 +78,10 @@ def open_backend(settings: Settings, index_name: str | None = None) -> Backend:
             title_boost=settings.title_boost,
         )
     if settings.elasticsearch_url is not None:
-        from hybrid_rerank.connector.backends.elasticsearch import ElasticsearchBackend, make_client
+        from hybrid_rerank.connector.backends.elasticsearch import ElasticsearchBackend
 
         return ElasticsearchBackend(
-            make_client(settings.elasticsearch_url),
+            elasticsearch_client(settings),
             name,
             url=settings.elasticsearch_url,
             hnsw_m=settings.hnsw_m,

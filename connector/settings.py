@@ -7,6 +7,7 @@ code never reads it, nor the environment.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit, urlunsplit
 
@@ -31,10 +32,20 @@ class Settings(WorkerSettings):
     opensearch_username: str | None = None
     opensearch_password: SecretStr | None = None
     opensearch_verify_certs: bool = True
+    opensearch_ca_certs: Path | None = Field(
+        None, description="PEM CA bundle that signed the node's certificate"
+    )
     opensearch_timeout: float = Field(30.0, gt=0, description="seconds per request, retried on timeout")
     opensearch_analyzer: Literal["english_cjk", "english", "cjk"] = "english_cjk"
     elasticsearch_url: str | None = Field(
         None, description="Elasticsearch 8.x node URL (instead of OpenSearch)"
+    )
+    elasticsearch_username: str | None = None
+    elasticsearch_password: SecretStr | None = None
+    elasticsearch_api_key: SecretStr | None = Field(None, description="instead of a username and password")
+    elasticsearch_verify_certs: bool = True
+    elasticsearch_ca_certs: Path | None = Field(
+        None, description="PEM CA bundle that signed the node's certificate"
     )
     # Boosting titles hurt on SciFact train (nDCG@10: x1 0.699, x1.5 0.676, x2 0.633): off by default.
     title_boost: float = Field(1.0, gt=0)
@@ -85,9 +96,17 @@ class Settings(WorkerSettings):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
         return value
 
-    @field_validator("opensearch_url", "elasticsearch_url", mode="before")
+    @field_validator(
+        "opensearch_url",
+        "elasticsearch_url",
+        "opensearch_username",
+        "elasticsearch_username",
+        "opensearch_ca_certs",
+        "elasticsearch_ca_certs",
+        mode="before",
+    )
     @classmethod
-    def _blank_url_is_unset(cls, value: object) -> object:
+    def _blank_is_unset(cls, value: object) -> object:
         if isinstance(value, str) and not value.strip():
             return None
         return value
@@ -105,8 +124,36 @@ class Settings(WorkerSettings):
     @classmethod
     def _no_password_in_es_url(cls, value: str | None) -> str | None:
         if value is not None and urlsplit(value).password:
-            raise ValueError("ELASTICSEARCH_URL must not carry a password")
+            raise ValueError(
+                "ELASTICSEARCH_URL must not carry a password; set ELASTICSEARCH_USERNAME and "
+                "ELASTICSEARCH_PASSWORD (or ELASTICSEARCH_API_KEY)"
+            )
         return value
+
+    @model_validator(mode="after")
+    def _engine_security_consistent(self) -> Settings:
+        problems = engine_security_problems(
+            "OPENSEARCH",
+            self.opensearch_url,
+            self.opensearch_username,
+            self.opensearch_password,
+            self.opensearch_ca_certs,
+            self.opensearch_verify_certs,
+        ) + engine_security_problems(
+            "ELASTICSEARCH",
+            self.elasticsearch_url,
+            self.elasticsearch_username,
+            self.elasticsearch_password,
+            self.elasticsearch_ca_certs,
+            self.elasticsearch_verify_certs,
+        )
+        if self.elasticsearch_api_key is not None and self.elasticsearch_username is not None:
+            problems.append(
+                "set ELASTICSEARCH_API_KEY or ELASTICSEARCH_USERNAME/ELASTICSEARCH_PASSWORD, not both"
+            )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     @model_validator(mode="after")
     def _one_engine(self) -> Settings:
@@ -135,6 +182,13 @@ class Settings(WorkerSettings):
             "backend": self.opensearch_url or self.elasticsearch_url or f"embedded ({self.data_dir})",
             "opensearch_username": self.opensearch_username or "unset",
             "opensearch_password": "set (hidden)" if self.opensearch_password else "unset",
+            "opensearch_tls": tls_description(self.opensearch_ca_certs, self.opensearch_verify_certs),
+            "elasticsearch_username": self.elasticsearch_username or "unset",
+            "elasticsearch_password": "set (hidden)" if self.elasticsearch_password else "unset",
+            "elasticsearch_api_key": "set (hidden)" if self.elasticsearch_api_key else "unset",
+            "elasticsearch_tls": tls_description(
+                self.elasticsearch_ca_certs, self.elasticsearch_verify_certs
+            ),
             "rerank": redis,
             "index": self.index_name,
             "embedding_model": self.embedding_model,
@@ -142,6 +196,56 @@ class Settings(WorkerSettings):
             "depths": f"recall {self.recall_depth}, rerank {self.rerank_depth}, top {self.top_k}",
             "fusion": self.fusion,
         }
+
+
+def engine_security_problems(
+    prefix: str,
+    url: str | None,
+    username: str | None,
+    password: SecretStr | None,
+    ca_certs: Path | None,
+    verify_certs: bool,
+) -> list[str]:
+    """What is inconsistent in one engine's credentials and TLS settings (`prefix`: OPENSEARCH or
+    ELASTICSEARCH), in messages that name the variables and never their secret values."""
+    problems = []
+    if password is not None and username is None:
+        problems.append(f"{prefix}_PASSWORD is set but {prefix}_USERNAME is not: set both")
+    if username is not None and password is None:
+        problems.append(f"{prefix}_USERNAME is set but {prefix}_PASSWORD is not: set both")
+    if ca_certs is not None:
+        if not verify_certs:
+            problems.append(
+                f"{prefix}_CA_CERTS is set but {prefix}_VERIFY_CERTS=false turns certificate checks off: "
+                f"unset one of them"
+            )
+        if url is not None and urlsplit(url).scheme != "https":
+            problems.append(f"{prefix}_CA_CERTS is set but {prefix}_URL is not https://: use https://")
+        problem = ca_bundle_problem(ca_certs)
+        if problem:
+            problems.append(f"{prefix}_CA_CERTS={ca_certs}: {problem}")
+    return problems
+
+
+def ca_bundle_problem(path: Path) -> str | None:
+    """Why `path` is not a usable PEM CA bundle, or None."""
+    try:
+        text = path.read_text(encoding="ascii", errors="replace")
+    except FileNotFoundError:
+        return "no such file"
+    except IsADirectoryError:
+        return "is a folder, not a PEM file"
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror})"
+    if "-----BEGIN CERTIFICATE-----" not in text:
+        return "holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
+    return None
+
+
+def tls_description(ca_certs: Path | None, verify_certs: bool) -> str:
+    if not verify_certs:
+        return "certificates not verified"
+    return f"verified against {ca_certs}" if ca_certs else "verified against the system CAs"
 
 
 def redact_url(url: str) -> str:

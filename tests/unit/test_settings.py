@@ -38,6 +38,7 @@ def test_dotenv_file_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_secrets_are_never_printed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENSEARCH_USERNAME", "admin")
     monkeypatch.setenv("OPENSEARCH_PASSWORD", "hunter2")
     monkeypatch.setenv("REDIS_URL", "redis://:s3cret@127.0.0.1:6379/0")
     settings = load_settings(_env_file=None)
