@@ -204,3 +204,231 @@ def _wire_marker(model: Any, marker_id: int) -> None:
         model.classifier.weight.zero_()
         model.classifier.bias.zero_()
         model.classifier.weight[0, d] = MARKER_SCALE
+
+
+# --- other architectures, each with a tokenizer trained here on the demo corpus ---------------------------
+
+DEMO_CORPUS = Path(__file__).resolve().parents[1] / "connector" / "lab" / "demo_data" / "corpus.jsonl"
+# Wider than transformers' 0.02, so a random tiny model's scores spread enough to compare orders.
+TINY_INIT_RANGE = 0.2
+
+
+def demo_texts() -> list[str]:
+    import json
+
+    records = [json.loads(line) for line in DEMO_CORPUS.read_text(encoding="utf-8").splitlines() if line]
+    return [f"{r.get('title', '')}. {r['text']}" for r in records]
+
+
+def train_tokenizer(
+    model: str, special_tokens: list[str], *, vocab_size: int = 1000, extra: tuple[str, ...] = ()
+) -> Any:
+    """A `tokenizers` tokenizer trained on the demo corpus (plus `extra` texts): `unigram` (Metaspace, as
+    SentencePiece), `bpe` (byte-level, as GPT-2, Qwen, ModernBERT), `spm-bpe` (BPE over "▁"-joined words,
+    punctuation apart, as Gemma's SentencePiece) or `wordpiece` (as BERT)."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+    texts = demo_texts() + list(extra)
+    if model == "unigram":
+        tokenizer = Tokenizer(models.Unigram())
+        tokenizer.normalizer = normalizers.NFKC()
+        tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+        tokenizer.decoder = decoders.Metaspace()
+        trainer: Any = trainers.UnigramTrainer(
+            vocab_size=vocab_size, special_tokens=special_tokens, unk_token=special_tokens[3]
+        )
+    elif model == "bpe":
+        tokenizer = Tokenizer(models.BPE())
+        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tokenizer.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            special_tokens=special_tokens,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        )
+    elif model == "spm-bpe":
+        tokenizer = Tokenizer(models.BPE(unk_token=special_tokens[3]))
+        tokenizer.normalizer = normalizers.Replace(" ", "\u2581")
+        tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+            [pre_tokenizers.Split("\u2581", behavior="merged_with_next"), pre_tokenizers.Punctuation()]
+        )
+        tokenizer.decoder = decoders.Replace("\u2581", " ")
+        trainer = trainers.BpeTrainer(  # the corpus has no line breaks; the prompts do
+            vocab_size=vocab_size, special_tokens=special_tokens, initial_alphabet=["\n"]
+        )
+    elif model == "wordpiece":
+        tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+        tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+        tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tokenizer.decoder = decoders.WordPiece()
+        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=special_tokens)
+    else:
+        raise ValueError(f"unknown tokenizer model {model!r}")
+    tokenizer.train_from_iterator(texts, trainer)
+    return tokenizer
+
+
+def _pair_template(tokenizer: Any, first: str, sep: str, pair: str) -> None:
+    from tokenizers import processors
+
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{first} $A {sep}",
+        pair=pair,
+        special_tokens=[(t, tokenizer.token_to_id(t)) for t in dict.fromkeys((first, sep))],
+    )
+
+
+def build_tiny_bert_cross_encoder(folder: Path, seed: int = 0, *, hidden: int = 32, layers: int = 2) -> Path:
+    """A small BERT with a one-logit head and a WordPiece tokenizer trained on the demo corpus, its weights
+    drawn wider than `build_tiny_cross_encoder`'s so that scores spread enough to compare runners' orders."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    trained = train_tokenizer("wordpiece", ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"], vocab_size=800)
+    _pair_template(trained, "[CLS]", "[SEP]", "[CLS] $A [SEP] $B:1 [SEP]:1")
+    BertTokenizer(tokenizer_object=trained).save_pretrained(str(folder))
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=trained.get_vocab_size(),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=hidden * 2,
+        max_position_embeddings=512,
+        num_labels=1,
+        initializer_range=TINY_INIT_RANGE,
+    )
+    BertForSequenceClassification(config).save_pretrained(str(folder))
+    return folder
+
+
+def build_tiny_xlmr_cross_encoder(folder: Path, seed: int = 0, *, hidden: int = 32, layers: int = 2) -> Path:
+    """A small XLM-RoBERTa with a one-logit head (the architecture of bge-reranker-base/-large/-v2-m3) and a
+    Unigram tokenizer trained on the demo corpus, saved as XLM-R's own (fast) tokenizer class."""
+    import torch
+    from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification, XLMRobertaTokenizer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    trained = train_tokenizer("unigram", ["<s>", "<pad>", "</s>", "<unk>", "<mask>"], vocab_size=800)
+    _pair_template(trained, "<s>", "</s>", "<s> $A </s> </s> $B </s>")
+    tokenizer = XLMRobertaTokenizer(tokenizer_object=trained)
+    tokenizer.save_pretrained(str(folder))
+    torch.manual_seed(seed)
+    config = XLMRobertaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=hidden * 2,
+        max_position_embeddings=514,
+        type_vocab_size=1,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        num_labels=1,
+        initializer_range=TINY_INIT_RANGE,
+    )
+    XLMRobertaForSequenceClassification(config).save_pretrained(str(folder))
+    return folder
+
+
+def build_tiny_modernbert_cross_encoder(
+    folder: Path, seed: int = 0, *, hidden: int = 32, layers: int = 2
+) -> Path:
+    """A small ModernBERT with a one-logit head and a byte-level BPE tokenizer trained on the demo corpus
+    (ModernBERT reads no token types: its tokenizer does not make them)."""
+    import torch
+    from transformers import ModernBertConfig, ModernBertForSequenceClassification, PreTrainedTokenizerFast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    trained = train_tokenizer("bpe", ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"], vocab_size=800)
+    _pair_template(trained, "[CLS]", "[SEP]", "[CLS] $A [SEP] $B [SEP]")
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=trained,
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_input_names=["input_ids", "attention_mask"],
+    )
+    tokenizer.save_pretrained(str(folder))
+    torch.manual_seed(seed)
+    config = ModernBertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=hidden * 2,
+        max_position_embeddings=512,
+        global_attn_every_n_layers=2,
+        local_attention=16,
+        pad_token_id=0,
+        cls_token_id=2,
+        sep_token_id=3,
+        bos_token_id=2,
+        eos_token_id=3,
+        num_labels=1,
+        initializer_range=TINY_INIT_RANGE,
+        reference_compile=False,
+    )
+    ModernBertForSequenceClassification(config).save_pretrained(str(folder))
+    return folder
+
+
+def build_tiny_llm_reranker(
+    folder: Path, arch: str = "qwen3", seed: int = 0, *, hidden: int = 32, layers: int = 2
+) -> Path:
+    """A small causal LM of `arch` (qwen2, qwen3: Qwen3-Reranker's; gemma: bge-reranker-v2-gemma's) with a
+    byte-level BPE tokenizer trained on the demo corpus and both prompt formats' texts, so "yes", "no",
+    "Yes" and "No" are single tokens, as in the real models' vocabularies."""
+    import torch
+    import transformers
+
+    from hybrid_rerank.workers.runtime.llm import BGE_INSTRUCTION, QWEN3_SYSTEM
+
+    folder.mkdir(parents=True, exist_ok=True)
+    gemma = arch == "gemma"
+    specials = (
+        ["<pad>", "<eos>", "<bos>", "<unk>"] if gemma else ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    )
+    trained = train_tokenizer(
+        "spm-bpe" if gemma else "bpe", specials, extra=(BGE_INSTRUCTION, QWEN3_SYSTEM) * 20
+    )
+    tokenizer: Any
+    if gemma:
+        tokenizer = transformers.GemmaTokenizer(
+            tokenizer_object=trained,
+            pad_token="<pad>",
+            eos_token="<eos>",
+            bos_token="<bos>",
+            unk_token="<unk>",
+        )
+    else:
+        tokenizer = transformers.Qwen2Tokenizer(
+            tokenizer_object=trained, pad_token="<|endoftext|>", eos_token="<|im_end|>", unk_token=None
+        )
+    tokenizer.save_pretrained(str(folder))
+    torch.manual_seed(seed)
+    common: dict[str, Any] = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": hidden,
+        "intermediate_size": hidden * 2,
+        "num_hidden_layers": layers,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
+        "max_position_embeddings": 512,
+        "initializer_range": TINY_INIT_RANGE,
+        "pad_token_id": tokenizer.pad_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+    }
+    classes = {
+        "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", {}),
+        "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", {"head_dim": hidden // 2}),
+        "gemma": ("GemmaConfig", "GemmaForCausalLM", {"head_dim": hidden // 2, "bos_token_id": 2}),
+    }
+    config_name, model_name, extra = classes[arch]
+    config = getattr(transformers, config_name)(**common, **extra)
+    getattr(transformers, model_name)(config).save_pretrained(str(folder))
+    return folder

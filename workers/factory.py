@@ -6,14 +6,36 @@ from __future__ import annotations
 
 from hybrid_rerank.workers.admission import QueueLoadProbe
 from hybrid_rerank.workers.client import CeleryReranker, InProcessReranker, Reranker
+from hybrid_rerank.workers.errors import ConfigurationError
 from hybrid_rerank.workers.protocol import max_readable_chars, queue_for
-from hybrid_rerank.workers.scorer import CrossEncoderScorer
+from hybrid_rerank.workers.scorer import CrossEncoderScorer, RemoteOptions
 from hybrid_rerank.workers.settings import WorkerSettings
 
 
+def remote_options(settings: WorkerSettings) -> RemoteOptions | None:
+    """Where RERANK_KIND=remote sends its requests; None for local kinds."""
+    if settings.rerank_kind != "remote":
+        return None
+    if not settings.rerank_remote_url:
+        raise ConfigurationError(
+            "RERANK_KIND=remote needs RERANK_REMOTE_URL, the rerank API's base URL "
+            "(e.g. http://tei:8080 for text-embeddings-inference, https://api.cohere.com for Cohere)"
+        )
+    key = settings.rerank_remote_api_key
+    return RemoteOptions(
+        base_url=settings.rerank_remote_url,
+        api_key=key.get_secret_value() if key is not None else None,
+        dialect=settings.rerank_remote_dialect,
+        timeout_s=settings.rerank_remote_timeout_s,
+        retries=settings.rerank_remote_retries,
+        max_batch=settings.rerank_remote_max_batch,
+        model=settings.rerank_remote_model,
+    )
+
+
 def make_scorer(settings: WorkerSettings, *, threads: int | None = None) -> CrossEncoderScorer | None:
-    """The configured cross-encoder (not loaded yet), or None when RERANK_MODEL is off. `threads` applies
-    when RERANK_THREADS is unset (a worker splits the cores between its processes)."""
+    """The configured reranker of its kind (not loaded yet), or None when RERANK_MODEL is off. `threads`
+    applies when RERANK_THREADS is unset (a worker splits the cores between its processes)."""
     if settings.rerank_model is None:
         return None
     return CrossEncoderScorer(
@@ -27,6 +49,10 @@ def make_scorer(settings: WorkerSettings, *, threads: int | None = None) -> Cros
         threads=settings.rerank_threads or threads,
         cache_dir=settings.data_dir / "onnx-cache",
         trust_remote_code=settings.trust_remote_code,
+        kind=settings.rerank_kind,
+        llm_prompt=settings.rerank_llm_prompt,
+        llm_instruction=settings.rerank_llm_instruction,
+        remote=remote_options(settings),
     )
 
 

@@ -1,12 +1,18 @@
-"""The reranking core, free of Celery: a cross-encoder reads query and document together and scores them.
+"""The reranking core, free of Celery: one scorer interface over every kind of reranker
+(`runtime.kinds`): a cross-encoder reads query and document together and gives a logit; an LLM reranker
+reads them in a prompt and answers yes or no (`runtime.llm`); a remote one asks an HTTP rerank API
+(`runtime.remote`). The kind comes from the model folder's config.json unless RERANK_KIND says.
 
 Long documents are split into overlapping passages that each fit the model's window beside the query, and a
 document is scored by its best passage (MaxP, Dai & Callan 2019), so relevant text past the first few hundred
-tokens is not cut away. The model loads once per scorer and is reused.
+tokens is not cut away. The model loads once per scorer and is reused; where it runs (device, precision,
+threads) is logged once, at load.
 """
 
 from __future__ import annotations
 
+import importlib
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +21,15 @@ from typing import Any
 from hybrid_rerank.workers.errors import ModelLoadError, describe_exception
 from hybrid_rerank.workers.protocol import Candidate, max_readable_chars
 from hybrid_rerank.workers.runtime.batching import PairRunner, encoded_rows, run_batched
+from hybrid_rerank.workers.runtime.kinds import (
+    SCORER_KINDS,
+    LocalKind,
+    ScorerKind,
+    check_tokenizer,
+    read_config,
+    resolve_kind,
+)
+from hybrid_rerank.workers.runtime.llm import PromptEncoder, PromptName, prompt_format
 from hybrid_rerank.workers.runtime.models import (
     ModelSource,
     interpolation_weight,
@@ -24,12 +39,14 @@ from hybrid_rerank.workers.runtime.models import (
     quiet_transformers,
     resolve_model,
 )
-from hybrid_rerank.workers.runtime.runners import RUNNER_KINDS, RunnerKind, make_runner
+from hybrid_rerank.workers.runtime.runners import RUNNER_KINDS, TORCH_KINDS, RunnerKind, make_runner
 
 # The query keeps at most this share of the window; the document gets the rest.
 MAX_QUERY_SHARE = 0.5
 # Consecutive passages overlap by this share of a passage, so no sentence is cut at every boundary.
 PASSAGE_OVERLAP = 0.25
+REMOTE_MODULE = "hybrid_rerank.workers.runtime.remote"
+log = logging.getLogger("hybrid_rerank.workers")
 
 
 @dataclass(frozen=True)
@@ -39,15 +56,42 @@ class ScoredCandidate:
 
 
 @dataclass(frozen=True)
+class RemoteOptions:
+    """Where a `remote` kind sends its requests (RERANK_REMOTE_*)."""
+
+    base_url: str
+    api_key: str | None = None
+    dialect: str = "tei"
+    timeout_s: float = 10.0
+    retries: int = 2
+    max_batch: int = 96
+    model: str | None = None
+
+
+@dataclass(frozen=True)
 class LoadedModel:
-    tokenizer: Any
+    tokenizer: Any  # None for a remote kind
     runner: PairRunner
-    folder: Path
+    folder: Path | None  # None for a remote kind
     interpolation_weight: float | None  # from the folder's hybrid_rerank.json, tuned for this model
+    kind: LocalKind | str = "cross-encoder"
+    prompt: PromptEncoder | None = None  # LLM kinds: how a pair becomes one prompt
+    remote: Any = None  # the remote kind's scorer (`runtime.remote.RemoteScorer`), imported only when used
+
+
+class _RemoteRunner:
+    """The runner slot of a remote kind: it names the endpoint; the texts go to the API, never token ids."""
+
+    def __init__(self, description: str) -> None:
+        self.description = description
+
+    def __call__(self, batch: Any) -> Any:
+        raise TypeError("a remote reranker scores texts, not token ids")
 
 
 class CrossEncoderScorer:
-    """Scores (query, document) pairs with a sentence-transformers `CrossEncoder`."""
+    """Scores (query, document) pairs with a reranker of any kind (`kind`: auto, cross-encoder, llm, remote);
+    the name stays from when cross-encoders were the only kind (`RerankScorer` is the same class)."""
 
     def __init__(
         self,
@@ -62,9 +106,17 @@ class CrossEncoderScorer:
         threads: int | None = None,
         cache_dir: Path | None = None,
         trust_remote_code: bool = False,
+        kind: ScorerKind = "auto",
+        llm_prompt: PromptName = "auto",
+        llm_instruction: str | None = None,
+        remote: RemoteOptions | None = None,
     ) -> None:
         if backend not in RUNNER_KINDS:
             raise ModelLoadError(f"unknown rerank backend {backend!r}: use one of {', '.join(RUNNER_KINDS)}")
+        if kind not in SCORER_KINDS:
+            raise ModelLoadError(f"unknown rerank kind {kind!r}: use one of {', '.join(SCORER_KINDS)}")
+        if kind == "remote" and remote is None:
+            raise ModelLoadError("RERANK_KIND=remote needs RERANK_REMOTE_URL (the rerank API's base URL)")
         if max_passages < 1:
             raise ValueError("max_passages must be at least 1")
         self.model_name = model_name
@@ -78,6 +130,10 @@ class CrossEncoderScorer:
         self.threads = threads
         self.cache_dir = cache_dir or Path("data") / "onnx-cache"
         self.trust_remote_code = trust_remote_code
+        self.kind = kind
+        self.llm_prompt = llm_prompt
+        self.llm_instruction = llm_instruction
+        self.remote = remote
         self._model: LoadedModel | None = None
 
     @property
@@ -88,7 +144,12 @@ class CrossEncoderScorer:
     @property
     def cache_key(self) -> str:
         """Everything that changes a score, for the score cache."""
-        return f"{self.model_name}|{self.backend}|{self.max_length}|{self.max_passages}"
+        key = f"{self.model_name}|{self.backend}|{self.max_length}|{self.max_passages}"
+        if self.kind == "remote":
+            return str(self.load().remote.cache_key)
+        if self.kind != "auto" or self.llm_prompt != "auto" or self.llm_instruction:
+            key += f"|{self.kind}|{self.llm_prompt}|{self.llm_instruction or ''}"
+        return key
 
     @property
     def interpolation_weight(self) -> float | None:
@@ -97,42 +158,122 @@ class CrossEncoderScorer:
 
     @property
     def description(self) -> str:
-        runner = self._model.runner.description if self._model is not None else self.backend
-        return f"{self.model_name} ({self.source.origin}; {runner}, max_length {self.max_length})"
+        if self._model is None:
+            return f"{self.model_name} ({self.source.origin}; {self.kind} {self.backend})"
+        if self._model.remote is not None:
+            return f"{self.model_name} ({self._model.runner.description})"
+        runner = self._model.runner.description
+        return (
+            f"{self.model_name} ({self.source.origin}; {self._model.kind}, {runner}, "
+            f"max_length {self.max_length})"
+        )
 
     def load(self) -> LoadedModel:
         """Load the model now (idempotent); raises ModelLoadError with what to do when it cannot."""
         if self._model is None:
-            try:
-                quiet_transformers()
-                folder = model_folder(self.source)
-                window = model_window(folder)
-                if window is not None and self.max_length > window:
-                    self.max_length = window  # truncation follows what the model can read, not the setting
-                runner = make_runner(
-                    folder,
-                    self.backend,
-                    cache_dir=self.cache_dir,
-                    device=self.device,
-                    threads=self.threads,
-                    trust_remote_code=self.trust_remote_code,
-                )
-                tokenizer = load_tokenizer(folder, trust_remote_code=self.trust_remote_code)
-                self._model = LoadedModel(tokenizer, runner, folder, interpolation_weight(folder))
-            except Exception as exc:  # any loader failure becomes one actionable error
-                raise ModelLoadError(
-                    f"could not load rerank model {self.model_name!r} from {self.source.origin}: "
-                    f"{describe_exception(exc)}. Set RERANK_MODEL to a local cross-encoder folder "
-                    "(e.g. one saved by `CrossEncoder.save_pretrained`), or to a hub id already in the local "
-                    "cache, or set RERANK_MODEL=none to turn reranking off."
-                ) from exc
+            if self.kind == "remote":
+                self._model = self._load_remote()
+            else:
+                self._model = self._load_local()
+            log.info(
+                "rerank model %s: kind %s, %s, %s threads",
+                self.model_name,
+                self._model.kind,
+                self._model.runner.description,
+                self.threads or "default",
+            )
         return self._model
+
+    def _load_local(self) -> LoadedModel:
+        try:
+            quiet_transformers()
+            folder = model_folder(self.source)
+            kind = resolve_kind(folder, self.kind, trust_remote_code=self.trust_remote_code)
+            if kind == "llm" and self.backend not in TORCH_KINDS:
+                raise ModelLoadError(
+                    f"RERANK_BACKEND={self.backend} is for cross-encoders; an LLM reranker runs in torch: "
+                    "set RERANK_BACKEND=auto, torch or torch-bf16"
+                )
+            window = model_window(folder)
+            if window is not None and self.max_length > window:
+                self.max_length = window  # truncation follows what the model can read, not the setting
+            if kind == "llm":
+                return self._load_llm(folder)
+            runner = make_runner(
+                folder,
+                self.backend,
+                cache_dir=self.cache_dir,
+                device=self.device,
+                threads=self.threads,
+                trust_remote_code=self.trust_remote_code,
+            )
+            check_tokenizer(folder)
+            tokenizer = load_tokenizer(folder, trust_remote_code=self.trust_remote_code)
+            return LoadedModel(tokenizer, runner, folder, interpolation_weight(folder))
+        except ModelLoadError as exc:  # already says what to change
+            raise type(exc)(
+                f"could not load rerank model {self.model_name!r} from {self.source.origin}: {exc}"
+            ) from exc
+        except Exception as exc:  # any other loader failure becomes one actionable error
+            raise ModelLoadError(
+                f"could not load rerank model {self.model_name!r} from {self.source.origin}: "
+                f"{describe_exception(exc)}. Set RERANK_MODEL to a local cross-encoder folder "
+                "(e.g. one saved by `CrossEncoder.save_pretrained`), or to a hub id already in the local "
+                "cache, or set RERANK_MODEL=none to turn reranking off."
+            ) from exc
+
+    def _load_llm(self, folder: Path) -> LoadedModel:
+        from hybrid_rerank.workers.runtime.llm import LlmRunner
+        from hybrid_rerank.workers.runtime.runners import torch_placement
+
+        check_tokenizer(folder)
+        tokenizer = load_tokenizer(folder, trust_remote_code=self.trust_remote_code)
+        fmt = prompt_format(self.llm_prompt, read_config(folder).get("model_type"), self.llm_instruction)
+        prompt = PromptEncoder(tokenizer, fmt)
+        prompt.check_room(self.max_length)
+        device, precision = torch_placement(self.backend, self.device, llm=True)
+        runner = LlmRunner(
+            folder,
+            (prompt.no_id, prompt.yes_id),
+            device=device,
+            precision=precision,
+            threads=self.threads,
+            trust_remote_code=self.trust_remote_code,
+        )
+        runner.description += f", {fmt.name} prompt"
+        return LoadedModel(tokenizer, runner, folder, interpolation_weight(folder), "llm", prompt)
+
+    def _load_remote(self) -> LoadedModel:
+        assert self.remote is not None  # __init__ refuses a remote kind without options
+        try:
+            module = importlib.import_module(REMOTE_MODULE)
+        except ImportError as exc:
+            raise ModelLoadError(
+                f"RERANK_KIND=remote needs {REMOTE_MODULE}, which this installation lacks "
+                f"({describe_exception(exc)}): upgrade hybrid-rerank or use a local model"
+            ) from exc
+        options = self.remote
+        remote = module.RemoteScorer(
+            options.base_url,
+            options.api_key,
+            options.dialect,
+            options.timeout_s,
+            options.retries,
+            options.max_batch,
+            options.model,
+            name=self.model_name,
+        ).load()
+        return LoadedModel(None, _RemoteRunner(str(remote.description)), None, None, "remote", remote=remote)
 
     def passages(self, query: str, text: str) -> list[str]:
         """`text` cut into passages that fit the window beside `query` (the whole text when it fits)."""
-        tokenizer = self.load().tokenizer
+        model = self.load()
+        tokenizer = model.tokenizer
         text = text[: self.max_chars]
-        window = self.max_length - tokenizer.num_special_tokens_to_add(pair=True)
+        if tokenizer is None:  # a remote API cuts texts to its own window
+            return [text]
+        added = model.prompt.overhead if model.prompt else tokenizer.num_special_tokens_to_add(pair=True)
+        window = self.max_length - added
         query_tokens = len(tokenizer(query, add_special_tokens=False, verbose=False)["input_ids"])
         budget = max(window - min(query_tokens, int(window * MAX_QUERY_SHARE)), 1)
         offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)[
@@ -154,6 +295,8 @@ class CrossEncoderScorer:
         if not candidates:
             return []
         model = self.load()
+        if model.remote is not None:
+            return list(model.remote.score(query, candidates))
         passages: list[str] = []
         owners: list[int] = []
         for index, candidate in enumerate(candidates):
@@ -170,11 +313,27 @@ class CrossEncoderScorer:
         self, queries: Sequence[str], texts: Sequence[str], model: LoadedModel | None = None
     ) -> Any:
         """Raw scores of (query, text) pairs, each truncated to the window: sorted by length, packed into
-        batches up to the token budget, padded per batch, returned in the input order (a float32 array)."""
+        batches up to the token budget, padded per batch (on the left for LLMs), returned in the input order
+        (a float32 array)."""
         model = model or self.load()
+        if model.remote is not None:
+            raise TypeError("a remote reranker scores one query's candidates at a time: call score()")
+        if model.prompt is not None:
+            return run_batched(
+                model.runner,
+                model.prompt.rows(queries, texts, self.max_length),
+                self.token_budget,
+                self.batch_size,
+                model.prompt.pad_id,
+                model.prompt.pool,
+                left_pad=True,
+            )
         encoded = model.tokenizer(
             list(queries), list(texts), truncation=True, max_length=self.max_length, verbose=False
         )
         rows = encoded_rows(encoded, len(queries))
         pad_id = model.tokenizer.pad_token_id or 0
         return run_batched(model.runner, rows, self.token_budget, self.batch_size, pad_id)
+
+
+RerankScorer = CrossEncoderScorer

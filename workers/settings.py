@@ -14,6 +14,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from hybrid_rerank.workers.errors import ConfigurationError
 
 RerankBackendName = Literal["auto", "torch", "torch-bf16", "onnx", "onnx-int8"]
+RerankKindName = Literal["auto", "cross-encoder", "llm", "remote"]
+LlmPromptName = Literal["auto", "bge-gemma", "qwen3"]
+RemoteDialectName = Literal["tei", "cohere", "jina"]
 # Shipped in the package (int8 ONNX, trained on SciFact): reranks offline. Production: a stronger model.
 DEFAULT_RERANK_MODEL = "scifact-minilm-l6-reranker-int8"
 
@@ -47,6 +50,27 @@ class WorkerSettings(BaseSettings):
         1, gt=0, description="above 1, long documents are split into passages and scored by the best one"
     )
     rerank_threads: int | None = Field(None, gt=0, description="torch threads per worker process")
+    rerank_kind: RerankKindName = Field(
+        "auto",
+        description="scorer kind; auto: from the model's config.json (a sequence-classification head is a "
+        "cross-encoder, a causal LM head an LLM yes/no reranker)",
+    )
+    rerank_llm_prompt: LlmPromptName = Field(
+        "auto", description="LLM rerankers' prompt; auto: bge-gemma for Gemma models, qwen3 for Qwen ones"
+    )
+    rerank_llm_instruction: str | None = Field(
+        None, description="the task instruction of the qwen3 prompt (<Instruct>); unset: the model card's"
+    )
+    # RERANK_KIND=remote: an HTTP rerank API; RERANK_MODEL then only names the workers' queue.
+    rerank_remote_url: str | None = Field(None, description="base URL of a TEI, Cohere or Jina rerank API")
+    rerank_remote_api_key: SecretStr | None = None
+    rerank_remote_dialect: RemoteDialectName = "tei"
+    rerank_remote_timeout_s: float = Field(10.0, gt=0)
+    rerank_remote_retries: int = Field(2, ge=0)
+    rerank_remote_max_batch: int = Field(96, gt=0, description="documents per request (the provider's limit)")
+    rerank_remote_model: str | None = Field(
+        None, description="the model name sent to the API, if it wants one"
+    )
 
     # Celery dispatch (with REDIS_URL).
     rerank_deadline_ms: int = Field(3000, gt=0, description="past it, search returns the first-stage order")

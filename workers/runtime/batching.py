@@ -75,9 +75,12 @@ def run_batched(
     pad_id: int,
     pool: Pool = first_logit,
     progress: Callable[[int], None] | None = None,
+    *,
+    left_pad: bool = False,
 ) -> np.ndarray:
     """`pool` of the model's output for each encoded input, in the input order (one logit per pair by
-    default). `progress(done)` is called after each batch."""
+    default). `progress(done)` is called after each batch. `left_pad` puts the padding before each row
+    (causal LMs read their answer at the last position)."""
     lengths = [len(e["input_ids"]) for e in encoded]
     rows: list[np.ndarray | None] = [None] * len(encoded)
     done = 0
@@ -87,10 +90,11 @@ def run_batched(
         arrays["input_ids"].fill(pad_id)
         for row, index in enumerate(batch):
             n = lengths[index]
-            arrays["input_ids"][row, :n] = encoded[index]["input_ids"]
-            arrays["attention_mask"][row, :n] = 1
+            cells = slice(width - n, width) if left_pad else slice(0, n)
+            arrays["input_ids"][row, cells] = encoded[index]["input_ids"]
+            arrays["attention_mask"][row, cells] = 1
             if "token_type_ids" in encoded[index]:
-                arrays["token_type_ids"][row, :n] = encoded[index]["token_type_ids"]
+                arrays["token_type_ids"][row, cells] = encoded[index]["token_type_ids"]
         pooled = pool(runner(arrays), arrays["attention_mask"])
         for row, index in enumerate(batch):
             rows[index] = pooled[row]

@@ -2,26 +2,39 @@
 
 - `torch`: the Hugging Face model in fp32, the reference.
 - `torch-bf16`: the same under bf16 autocast, on CPUs with AVX512-BF16/AMX and on GPUs.
+- `auto` with torch weights: fp32 on CPU, fp16/bf16 autocast on a GPU (`device.torch_precision`).
 - `onnx` / `onnx-int8`: the model exported once with `torch.onnx.export` (see `onnx_export`) and run with
-  onnxruntime directly, optionally with dynamic int8 quantization of the weights.
+  onnxruntime directly, optionally with dynamic int8 quantization of the weights; on the CUDA provider when
+  onnxruntime has one.
 
 A model folder that carries only an ONNX file (the shipped compact reranker) runs that file with onnxruntime,
-and torch is then never imported.
+and torch is then never imported. The torch runner passes a model only the inputs its forward names, so
+architectures without token types (ModernBERT) read the same batches as BERT.
 """
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
 from hybrid_rerank.workers.runtime.batching import PairRunner
+from hybrid_rerank.workers.runtime.device import (
+    Precision,
+    cpu_has_bf16,
+    cuda_has_bf16,
+    onnx_providers,
+    torch_device,
+    torch_precision,
+)
 from hybrid_rerank.workers.runtime.models import TORCH_WEIGHTS, bundled_onnx, has_torch_weights
 from hybrid_rerank.workers.runtime.onnx_export import cached_onnx
 
 RunnerKind = Literal["auto", "torch", "torch-bf16", "onnx", "onnx-int8"]
 RUNNER_KINDS: tuple[str, ...] = ("auto", "torch", "torch-bf16", "onnx", "onnx-int8")
+TORCH_KINDS: tuple[str, ...] = ("auto", "torch", "torch-bf16")
 
 
 def bf16_available() -> bool:
@@ -30,12 +43,19 @@ def bf16_available() -> bool:
     import torch
 
     if torch.cuda.is_available():
-        return bool(torch.cuda.is_bf16_supported())
-    try:
-        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8")
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+        return cuda_has_bf16()
+    return cpu_has_bf16()
+
+
+def torch_placement(backend: str, device: str | None, *, llm: bool) -> tuple[str, Precision]:
+    """(device, precision) for a torch runner on this machine."""
+    import torch
+
+    chosen = torch_device(device, torch.cuda.is_available())
+    on_gpu = chosen.startswith("cuda")
+    return chosen, torch_precision(
+        backend, chosen, llm=llm, cuda_bf16=on_gpu and cuda_has_bf16(), cpu_bf16=cpu_has_bf16()
+    )
 
 
 class TorchRunner:
@@ -43,7 +63,7 @@ class TorchRunner:
         self,
         folder: Path,
         *,
-        bf16: bool,
+        precision: Precision = "fp32",
         device: str | None,
         threads: int | None,
         trust_remote_code: bool = False,
@@ -62,20 +82,26 @@ class TorchRunner:
             .eval()
             .to(self.device)
         )
-        self.bf16 = bf16
-        self.description = f"torch {'bf16 autocast' if bf16 else 'fp32'} on {self.device}"
+        self.accepted = set(inspect.signature(self.model.forward).parameters)
+        self.precision = precision
+        mode = "fp32" if precision == "fp32" else f"{precision} autocast"
+        self.description = f"torch {mode} on {self.device}"
 
     def __call__(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         torch = self._torch
-        inputs = {k: torch.from_numpy(v).to(self.device) for k, v in batch.items()}
+        inputs = {k: torch.from_numpy(v).to(self.device) for k, v in batch.items() if k in self.accepted}
         device_type = "cuda" if self.device.startswith("cuda") else "cpu"
-        with torch.inference_mode(), torch.autocast(device_type, dtype=torch.bfloat16, enabled=self.bf16):
+        half = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        autocast = torch.autocast(device_type, dtype=half, enabled=self.precision != "fp32")
+        with torch.inference_mode(), autocast:
             logits = self.model(**inputs).logits
         return np.asarray(logits.float().cpu().numpy())
 
 
 class OnnxRunner:
-    def __init__(self, path: Path, *, threads: int | None, output: str = "logits") -> None:
+    def __init__(
+        self, path: Path, *, threads: int | None, output: str = "logits", device: str | None = None
+    ) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -83,10 +109,12 @@ class OnnxRunner:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        providers = onnx_providers(ort.get_available_providers(), device)
+        self.session = ort.InferenceSession(str(path), options, providers=providers)
         self.inputs = {i.name for i in self.session.get_inputs()}
         self.output = output
-        self.description = f"onnxruntime {path.name}"
+        self.provider = self.session.get_providers()[0]
+        self.description = f"onnxruntime {path.name} on {self.provider}"
 
     def __call__(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         feed = {name: value for name, value in batch.items() if name in self.inputs}
@@ -103,7 +131,7 @@ def make_runner(
     trust_remote_code: bool = False,
 ) -> PairRunner:
     """The runner for `kind`; `auto` runs a shipped ONNX file when the folder has no torch weights, else
-    torch fp32."""
+    torch (fp32 on CPU)."""
     if kind not in RUNNER_KINDS:
         raise ValueError(f"unknown rerank backend {kind!r}: use one of {', '.join(RUNNER_KINDS)}")
     shipped = bundled_onnx(folder)
@@ -114,10 +142,11 @@ def make_runner(
             )
         if kind not in ("auto", "onnx", "onnx-int8"):
             raise ValueError(f"{folder} ships only {shipped.name}: use RERANK_BACKEND=auto or onnx")
-        return OnnxRunner(shipped, threads=threads)
+        return OnnxRunner(shipped, threads=threads, device=device)
     if kind in ("onnx", "onnx-int8"):
         path = cached_onnx(folder, kind == "onnx-int8", cache_dir, trust_remote_code=trust_remote_code)
-        return OnnxRunner(path, threads=threads)
+        return OnnxRunner(path, threads=threads, device=device)
+    chosen, precision = torch_placement(kind, device, llm=False)
     return TorchRunner(
-        folder, bf16=kind == "torch-bf16", device=device, threads=threads, trust_remote_code=trust_remote_code
+        folder, precision=precision, device=chosen, threads=threads, trust_remote_code=trust_remote_code
     )
