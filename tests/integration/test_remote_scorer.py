@@ -20,9 +20,13 @@ from typing import Any
 import httpx
 import pytest
 
+from hybrid_rerank.workers.client import CeleryReranker
+from hybrid_rerank.workers.factory import make_celery_reranker
+from hybrid_rerank.workers.local import WorkerProcess
 from hybrid_rerank.workers.protocol import Candidate
 from hybrid_rerank.workers.runtime.remote import RemoteRerankError, RemoteScorer
 from hybrid_rerank.workers.scorer import CrossEncoderScorer
+from tests.integration.test_celery import settings_for, worker_env
 from tests.service_process import ServiceProcess, start_service
 
 pytestmark = pytest.mark.integration
@@ -268,6 +272,67 @@ def test_batches_reuse_one_connection_and_merge_in_order(scripted: tuple[str, Sc
     assert [len(seen["texts"]) for seen in script.seen] == [2, 2, 1]
     assert [seen["texts"] for seen in script.seen][2] == [TEXTS[4]]
     assert len(set(script.ports)) == 1  # one keep-alive connection for the three requests
+
+
+# --- the remote kind on a real Celery worker --------------------------------------------------------------
+
+
+def start_remote_worker(
+    name: str, redis_url: str, service: ServiceProcess, key: str, logs: Path
+) -> tuple[CeleryReranker, WorkerProcess]:
+    """A worker serving RERANK_KIND=remote on queue `name` (cohere dialect, 3 documents per request), and
+    a client for it without the score cache, so every score comes through the service."""
+    remote = {
+        "RERANK_KIND": "remote",
+        "RERANK_REMOTE_URL": service.url,
+        "RERANK_REMOTE_API_KEY": key,
+        "RERANK_REMOTE_DIALECT": "cohere",
+        "RERANK_REMOTE_MAX_BATCH": "3",
+        "RERANK_REMOTE_RETRIES": "1",
+        "RERANK_REMOTE_MODEL": "tiny-ce",
+        "RERANK_CACHE_TTL_S": "0",
+    }
+    settings = settings_for(redis_url, Path(name), rerank_deadline_ms=60_000, rerank_admission=False)
+    reranker = make_celery_reranker(settings, use_cache=False)
+    worker = WorkerProcess(name, worker_env(redis_url, Path(name), **remote), logs)
+    return reranker, worker.start(reranker.app)
+
+
+def test_a_celery_worker_serves_the_remote_kind(
+    service: ServiceProcess,
+    local_scores: dict[str, float],
+    redis_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Client -> Redis -> a real worker process -> RemoteScorer -> the service -> the tiny model; and with a
+    wrong key, a failed rerank whose reason names the status, the URL and the setting, never the key."""
+    logs = tmp_path_factory.mktemp("remote-worker-logs")
+    reranker, worker = start_remote_worker("remote-h6-ok", redis_url, service, KEY, logs)
+    try:
+        before = requests_served(service, "/v2/rerank")
+        outcome = reranker.rerank(QUERY, CANDIDATES)
+        assert outcome.scores is not None, outcome.reason
+        assert outcome.scores == pytest.approx(local_scores, abs=TOLERANCE)
+        assert outcome.model == "remote-h6-ok" and outcome.interpolation_weight is None
+        assert requests_served(service, "/v2/rerank") - before == 4  # 10 candidates, 3 per request
+        assert (
+            f"model ready: remote-h6-ok (remote cohere reranker at {service.url}/v2/rerank"
+            in worker.log.read_text()
+        )
+    finally:
+        worker.stop()
+    assert KEY not in worker.log.read_text()
+
+    reranker, worker = start_remote_worker("remote-h6-wrong-key", redis_url, service, WRONG_KEY, logs)
+    try:
+        refused = reranker.rerank(QUERY, CANDIDATES[:2])
+    finally:
+        worker.stop()
+    assert refused.scores is None
+    reason = refused.reason or ""
+    assert f"{service.url}/v2/rerank answered HTTP 401 (not retried)" in reason, reason
+    assert "RERANK_REMOTE_API_KEY" in reason and WRONG_KEY not in reason
+    assert WRONG_KEY not in worker.log.read_text()
 
 
 # --- last: the service goes away ------------------------------------------------------------------------
