@@ -23,7 +23,6 @@ from hybrid_rerank.connector.backends.engine_bodies import (
     tls_detail,
 )
 from hybrid_rerank.connector.documents import Document
-from hybrid_rerank.connector.errors import ConfigurationError
 from hybrid_rerank.connector.fusion import FusionMethod
 
 NAMES = EngineNames(
@@ -100,6 +99,7 @@ class OpenSearchBackend(EngineBackend):
         super().__init__(client, index_name, **options)
         self.analyzer = analyzer
         self._pipelines: set[str] = set()
+        self._major: int | None = None
 
     # --- the client calls ---------------------------------------------------------------------------------
 
@@ -146,6 +146,13 @@ class OpenSearchBackend(EngineBackend):
 
     # --- server-side hybrid search -------------------------------------------------------------------------
 
+    def major_version(self) -> int:
+        """The node's major version, asked once: 3.x bodies use what that line adds."""
+        if self._major is None:
+            info = self._call(lambda: self.client.info(), "read the node's version")
+            self._major = int(str(info["version"]["number"]).split(".")[0])
+        return self._major
+
     def hybrid(
         self,
         query: str,
@@ -157,13 +164,24 @@ class OpenSearchBackend(EngineBackend):
         bm25_weight: float,
         rrf_k: int,
     ) -> list[HybridHit]:
-        """Server-side `hybrid` query through a search pipeline this connector creates, best first; the raw
-        leg scores come from the pipeline's score explanation."""
-        pipeline = self._ensure_pipeline(fusion, bm25_weight, rrf_k)
+        """Server-side `hybrid` query fused by a search pipeline, best first, each hit with its legs' raw
+        scores: on 3.x from the legs run beside it in one `_msearch`, on 2.x from the pipeline's score
+        explanation (`explain`, much slower)."""
+        if self.major_version() >= 3:
+            _, pipeline = bodies.search_pipeline(fusion, bm25_weight, rrf_k, z_score=True)
+            searches = bodies.hybrid_msearch(
+                query, vector, size, filters, self.alias, pipeline, self.title_boost
+            )
+            responses = self._checked(self._call(lambda: self._msearch(searches), "run the hybrid query"))
+            return [
+                HybridHit(hit.document, hit.score, bm25, cosine)
+                for hit, bm25, cosine in bodies.hybrid_hits(responses)
+            ]
+        name = self._ensure_pipeline(fusion, bm25_weight, rrf_k)
         body = bodies.hybrid_body(query, vector, size, filters, self.title_boost)
         response = self._call(
             lambda: self.client.search(
-                index=self.alias, body=body, params={"search_pipeline": pipeline, "explain": "true"}
+                index=self.alias, body=body, params={"search_pipeline": name, "explain": "true"}
             ),
             "run the hybrid query",
         )
@@ -174,17 +192,8 @@ class OpenSearchBackend(EngineBackend):
         return results
 
     def _ensure_pipeline(self, fusion: FusionMethod, bm25_weight: float, rrf_k: int) -> str:
-        if fusion == "rrf":
-            name, body = f"hybrid-rerank-rrf-{rrf_k}", mappings.rrf_pipeline_body(rrf_k)
-        elif fusion == "minmax":
-            weights = (round(bm25_weight, 4), round(1.0 - bm25_weight, 4))
-            name = f"hybrid-rerank-minmax-{weights[0]:g}"
-            body = mappings.normalization_pipeline_body("min_max", weights)
-        else:
-            raise ConfigurationError(
-                f"server-side hybrid search has no {fusion!r} normalization on this OpenSearch version; set "
-                "FUSION=minmax or FUSION=rrf, or HYBRID_MODE=client"
-            )
+        """The named pipeline 2.x needs (with the score explanation), created once."""
+        name, body = bodies.search_pipeline(fusion, bm25_weight, rrf_k, z_score=False)
         body["response_processors"] = [{"hybrid_score_explanation": {}}]
         if name not in self._pipelines:
             self._call(

@@ -7,7 +7,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from hybrid_rerank.connector.backends.base import Filters, Vector
+from hybrid_rerank import mappings
+from hybrid_rerank.connector.backends.base import Filters, LegHit, Vector
 from hybrid_rerank.connector.backends.engine_bodies import (
     SOURCE_FIELDS,
     VECTOR_FIELD,
@@ -24,6 +25,8 @@ from hybrid_rerank.connector.backends.engine_bodies import (
     multi_match,
     parse_leg,
 )
+from hybrid_rerank.connector.errors import ConfigurationError
+from hybrid_rerank.connector.fusion import FusionMethod
 
 __all__ = [
     "SOURCE_FIELDS",
@@ -36,12 +39,14 @@ __all__ = [
     "failure_from_item",
     "filter_clauses",
     "hybrid_body",
+    "hybrid_msearch",
     "knn_query",
     "leg_scores_from_explanation",
     "match_query",
     "parse_leg",
     "recall_msearch",
     "search_body",
+    "search_pipeline",
 ]
 
 
@@ -80,6 +85,65 @@ def hybrid_body(
     """One server-side `hybrid` query (neural-search); it must run through a normalization search pipeline."""
     legs = [match_query(query, filters, title_boost), knn_query(vector, size, filters)]
     return {"size": size, "_source": SOURCE_FIELDS, "query": {"hybrid": {"queries": legs}}}
+
+
+def search_pipeline(
+    fusion: FusionMethod, bm25_weight: float, rrf_k: int, *, z_score: bool
+) -> tuple[str, dict[str, Any]]:
+    """The name and body of the search pipeline that fuses the hybrid query's two legs; `z_score`: the node
+    has that normalization (neural-search 3.x)."""
+    if fusion == "rrf":
+        return f"hybrid-rerank-rrf-{rrf_k}", mappings.rrf_pipeline_body(rrf_k)
+    weights = (round(bm25_weight, 4), round(1.0 - bm25_weight, 4))
+    if fusion == "minmax":
+        return f"hybrid-rerank-minmax-{weights[0]:g}", mappings.normalization_pipeline_body(
+            "min_max", weights
+        )
+    if fusion == "zscore" and z_score:
+        return f"hybrid-rerank-zscore-{weights[0]:g}", mappings.normalization_pipeline_body(
+            "z_score", weights
+        )
+    raise ConfigurationError(
+        f"server-side hybrid search has no {fusion!r} normalization on this OpenSearch version (z-score "
+        "needs 3.x); set FUSION=minmax or FUSION=rrf, or HYBRID_MODE=client"
+    )
+
+
+def hybrid_msearch(
+    query: str,
+    vector: Vector,
+    size: int,
+    filters: Filters | None,
+    index: str,
+    pipeline: dict[str, Any],
+    title_boost: float = 1.0,
+) -> list[dict[str, Any]]:
+    """Server-side hybrid search on OpenSearch 3.x in one `_msearch`: the `hybrid` query fused by `pipeline`
+    (given in the body: `_msearch` takes no pipeline name), its filter said once for both legs and its
+    per-leg depth pinned to `size` (`pagination_depth`), then each leg alone with the same size and filters.
+    The legs' raw scores of every fused hit come from those two lists, without the costly `explain`."""
+    hybrid: dict[str, Any] = {
+        "queries": [match_query(query, None, title_boost), knn_query(vector, size, None)],
+        "pagination_depth": size,
+    }
+    restriction = filter_query(filters)
+    if restriction:
+        hybrid["filter"] = restriction
+    fused = {"size": size, "_source": SOURCE_FIELDS, "search_pipeline": pipeline, "query": {"hybrid": hybrid}}
+    bm25_leg = {"size": size, "_source": False, "query": match_query(query, filters, title_boost)}
+    knn_leg = {"size": size, "_source": False, "query": knn_query(vector, size, filters)}
+    return msearch(index, fused, bm25_leg, knn_leg)
+
+
+def hybrid_hits(responses: list[dict[str, Any]]) -> list[tuple[LegHit, float | None, float | None]]:
+    """Each fused hit of `hybrid_msearch`'s responses, with its BM25 score and cosine (None: that leg did
+    not find it)."""
+    bm25 = {h["_id"]: float(h["_score"]) for h in responses[1].get("hits", {}).get("hits", [])}
+    cosine = {h["_id"]: cosine_from_score(h["_score"]) for h in responses[2].get("hits", {}).get("hits", [])}
+    return [
+        (LegHit(document_from_hit(h), float(h["_score"])), bm25.get(h["_id"]), cosine.get(h["_id"]))
+        for h in responses[0].get("hits", {}).get("hits", [])
+    ]
 
 
 def leg_scores_from_explanation(explanation: Mapping[str, Any]) -> tuple[float | None, float | None]:

@@ -1,8 +1,10 @@
 """The OpenSearch backend against a real node started by scripts/opensearch: bad input, re-indexing behind
-the alias, both hybrid modes and pagination."""
+the alias, both hybrid modes and pagination. On 2.19 always; on 3.x too with
+HYBRID_RERANK_OPENSEARCH_LINES=both (the conformance suite runs on both lines by default)."""
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator, Sequence
 from typing import Literal
@@ -11,10 +13,16 @@ import numpy as np
 import pytest
 from opensearchpy import OpenSearch
 
+from hybrid_rerank import mappings
 from hybrid_rerank.connector.backends.opensearch import OpenSearchBackend
 from hybrid_rerank.connector.documents import Document
 from hybrid_rerank.connector.embedder import Embedder
-from hybrid_rerank.connector.errors import BackendUnavailableError, IndexMismatchError, IndexMissingError
+from hybrid_rerank.connector.errors import (
+    BackendUnavailableError,
+    ConfigurationError,
+    IndexMismatchError,
+    IndexMissingError,
+)
 from hybrid_rerank.connector.fusion import FusionMethod
 from hybrid_rerank.connector.indexing import index_documents
 from hybrid_rerank.connector.pipeline import SearchOptions, SearchPipeline
@@ -23,6 +31,9 @@ from hybrid_rerank.workers.protocol import Candidate, RerankOutcome
 
 pytestmark = pytest.mark.integration
 HybridMode = Literal["client", "server"]
+# each OpenSearch line and the session fixture that serves its node
+LINES = {"2.19": "opensearch_url", "3.x": "opensearch3_url"}
+TESTED_LINES = list(LINES) if os.environ.get("HYBRID_RERANK_OPENSEARCH_LINES") == "both" else ["2.19"]
 
 DOCS = [
     Document(
@@ -65,9 +76,15 @@ DOCS = [
 ]
 
 
+@pytest.fixture(params=TESTED_LINES)
+def url(request: pytest.FixtureRequest) -> str:
+    """The URL of a node of each tested OpenSearch line."""
+    return str(request.getfixturevalue(LINES[request.param]))
+
+
 @pytest.fixture
-def client(opensearch_url: str) -> Iterator[OpenSearch]:
-    client = OpenSearch(hosts=[opensearch_url], timeout=60)
+def client(url: str) -> Iterator[OpenSearch]:
+    client = OpenSearch(hosts=[url], timeout=60)
     yield client
     client.close()
 
@@ -80,8 +97,8 @@ def name(client: OpenSearch) -> Iterator[str]:
 
 
 @pytest.fixture
-def backend(client: OpenSearch, name: str, opensearch_url: str) -> OpenSearchBackend:
-    return OpenSearchBackend(client, name, url=opensearch_url)
+def backend(client: OpenSearch, name: str, url: str) -> OpenSearchBackend:
+    return OpenSearchBackend(client, name, url=url)
 
 
 @pytest.fixture
@@ -173,17 +190,38 @@ def test_reindex_swaps_the_alias_only_at_commit(
     assert sorted(client.indices.get(index=f"{name}-v*")) == [f"{name}-v2"]
 
 
+def test_an_index_built_before_content_hashes_takes_them(
+    backend: OpenSearchBackend, client: OpenSearch, name: str
+) -> None:
+    body = mappings.index_body(dimension=4, embedding_model="m")
+    del body["mappings"]["properties"]["content_hash"]  # the mapping before the field existed
+    client.indices.create(index=f"{name}-v1", body=body)
+    client.indices.put_alias(index=f"{name}-v1", name=name)
+    backend.create_index("m", 4)
+    hashed = Document("a", "text").hashed()
+    assert backend.bulk_index([hashed], np.stack([unit(4)])).ok  # strict mapping: refused without the field
+    backend.commit()
+    assert backend.content_hashes(["a"]) == {"a": hashed.content_hash}
+
+
 def test_another_model_without_recreate_is_refused(indexed: OpenSearchBackend) -> None:
     with pytest.raises(IndexMismatchError, match="dimensional"):
         indexed.create_index("all-MiniLM-L6-v2", 768)
 
 
 @pytest.mark.parametrize(
-    ("mode", "fusion"), [("client", "zscore"), ("client", "rrf"), ("server", "minmax"), ("server", "rrf")]
+    ("mode", "fusion"),
+    [("client", "zscore"), ("client", "rrf"), ("server", "minmax"), ("server", "rrf"), ("server", "zscore")],
 )
 def test_hybrid_search_both_ways(
     indexed: OpenSearchBackend, embedder: Embedder, mode: str, fusion: str
 ) -> None:
+    if (mode, fusion) == ("server", "zscore") and indexed.major_version() < 3:
+        with pytest.raises(ConfigurationError, match="z-score needs 3"):
+            indexed.hybrid(
+                "moon", embedder.embed_query("moon"), 5, None, fusion="zscore", bm25_weight=0.5, rrf_k=60
+            )
+        return
     options = SearchOptions(recall_depth=10, hybrid_mode=mode, fusion=fusion)  # type: ignore[arg-type]
     pipeline = SearchPipeline(indexed, embedder, None, options)
     result = pipeline.search("why does the moon change its shape", k=3, rerank=False)

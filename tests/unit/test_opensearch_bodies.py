@@ -10,6 +10,7 @@ from hybrid_rerank.connector.backends import engine_bodies
 from hybrid_rerank.connector.backends import opensearch_bodies as bodies
 from hybrid_rerank.connector.backends.base import Range
 from hybrid_rerank.connector.documents import Document
+from hybrid_rerank.connector.errors import ConfigurationError
 
 
 def test_filters_become_term_terms_and_range_clauses() -> None:
@@ -340,3 +341,69 @@ def test_both_msearch_legs_carry_the_filters_the_size_and_the_title_boost() -> N
     ]
     assert bodies.match_query("q", filters, 2.0)["bool"]["must"][0]["multi_match"]["fields"][0] == "title^2"
     assert "filter" in bodies.knn_query(vector, 5, filters)["knn"]["embedding"]
+
+
+def test_the_3x_hybrid_msearch_filters_once_and_runs_each_leg_beside_it() -> None:
+    vector = np.array([1.0, 0.0], dtype=np.float32)
+    pipeline: dict[str, object] = {"phase_results_processors": []}
+    filters = {"topic": "x"}
+    restriction = {"bool": {"filter": [{"term": {"metadata.topic": "x"}}]}}
+    fused, bm25_leg, knn_leg = bodies.hybrid_msearch("q", vector, 7, filters, "idx", pipeline, 2.0)[1::2]
+    assert fused == {
+        "size": 7,
+        "_source": ["doc_id", "title", "text", "metadata"],
+        "search_pipeline": pipeline,
+        "query": {
+            "hybrid": {
+                "queries": [bodies.match_query("q", None, 2.0), bodies.knn_query(vector, 7, None)],
+                "pagination_depth": 7,
+                "filter": restriction,
+            }
+        },
+    }
+    assert bm25_leg == {"size": 7, "_source": False, "query": bodies.match_query("q", filters, 2.0)}
+    assert knn_leg == {"size": 7, "_source": False, "query": bodies.knn_query(vector, 7, filters)}
+    unfiltered = bodies.hybrid_msearch("q", vector, 3, None, "idx", pipeline)
+    assert unfiltered[0::2] == [{"index": "idx"}] * 3
+    assert "filter" not in unfiltered[1]["query"]["hybrid"]
+
+
+def test_3x_hybrid_hits_take_each_legs_raw_score_by_id() -> None:
+    def hits(*pairs: tuple[str, float]) -> dict[str, object]:
+        return {"hits": {"hits": [{"_id": i, "_score": s, "_source": {"text": i}} for i, s in pairs]}}
+
+    responses = [
+        hits(("a", 0.9), ("b", 0.4), ("c", 0.1)),
+        hits(("a", 7.5), ("c", 2.0)),
+        hits(("b", 0.9), ("a", 0.6)),
+    ]
+    parsed = [
+        (hit.document.id, hit.score, bm25, cosine) for hit, bm25, cosine in bodies.hybrid_hits(responses)
+    ]
+    assert parsed == [
+        ("a", 0.9, 7.5, pytest.approx(0.2)),
+        ("b", 0.4, None, pytest.approx(0.8)),
+        ("c", 0.1, 2.0, None),
+    ]
+    assert bodies.hybrid_hits([{}, {}, {}]) == []
+
+
+def test_search_pipelines_by_fusion_and_z_score_only_where_the_node_has_it() -> None:
+    assert bodies.search_pipeline("rrf", 0.5, 60, z_score=False) == (
+        "hybrid-rerank-rrf-60",
+        mappings.rrf_pipeline_body(60),
+    )
+    assert bodies.search_pipeline("minmax", 0.3, 60, z_score=True) == (
+        "hybrid-rerank-minmax-0.3",
+        mappings.normalization_pipeline_body("min_max", (0.3, 0.7)),
+    )
+    name, body = bodies.search_pipeline("zscore", 0.25, 60, z_score=True)
+    assert name == "hybrid-rerank-zscore-0.25"
+    processor = body["phase_results_processors"][0]["normalization-processor"]
+    assert processor["normalization"]["technique"] == "z_score"
+    assert processor["combination"] == {
+        "technique": "arithmetic_mean",
+        "parameters": {"weights": [0.25, 0.75]},
+    }
+    with pytest.raises(ConfigurationError, match=r"z-score needs 3\.x"):
+        bodies.search_pipeline("zscore", 0.5, 60, z_score=False)
