@@ -57,7 +57,8 @@ class RerankRequest:
 # - invalid_request: refused before sending (no candidates)
 # - overloaded: not sent: the tasks queued ahead would keep it past its deadline (`workers.admission`)
 # - model_unavailable: the in-process model could not be loaded
-# - scoring_failed: the in-process model raised while scoring
+# - scoring_failed: the model raised while scoring (in-process, or on a worker: e.g. a remote rerank API
+#   refused the call)
 FallbackCode = Literal[
     "deadline",
     "broker_unreachable",
@@ -72,7 +73,7 @@ FallbackCode = Literal[
 ]
 FALLBACK_CODES: tuple[FallbackCode, ...] = get_args(FallbackCode)
 # The codes a worker's refusal may carry (`encode_error`); any other refusal is `worker_refused`.
-WORKER_REPLY_CODES: tuple[FallbackCode, ...] = ("deadline",)
+WORKER_REPLY_CODES: tuple[FallbackCode, ...] = ("deadline", "scoring_failed")
 
 
 @dataclass(frozen=True)

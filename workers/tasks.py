@@ -18,7 +18,7 @@ from celery import shared_task, signals
 
 from hybrid_rerank.workers import metrics
 from hybrid_rerank.workers.admission import ServiceTime, publish_service_time, seconds_left, should_skip
-from hybrid_rerank.workers.errors import RerankInputError
+from hybrid_rerank.workers.errors import HybridRerankError, RerankInputError, describe_exception
 from hybrid_rerank.workers.factory import make_scorer
 from hybrid_rerank.workers.protocol import (
     TASK_NAME,
@@ -152,7 +152,11 @@ def rerank(self: Any, payload: Any) -> dict[str, Any]:
             else cast(CrossEncoderScorer, _TimedScorer(record.timed_score(scorer.score)))
         )
         started = time.perf_counter()
-        scores, cached = cached_scores(timed, cache, request.query, request.candidates)
+        try:
+            scores, cached = cached_scores(timed, cache, request.query, request.candidates)
+        except HybridRerankError as exc:  # said on purpose (a remote API's 401...): a reply, no traceback
+            log.warning("scoring failed: %s", describe_exception(exc))
+            return encode_error(f"scoring failed: {describe_exception(exc)}", worker, code="scoring_failed")
         _learn(time.perf_counter() - started, len(request.candidates) - cached)
         if record is not None:
             record.scored(len(request.candidates), cached, cache_used=cache is not None)

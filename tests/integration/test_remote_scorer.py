@@ -328,7 +328,8 @@ def test_a_celery_worker_serves_the_remote_kind(
         refused = reranker.rerank(QUERY, CANDIDATES[:2])
     finally:
         worker.stop()
-    assert refused.scores is None
+    assert refused.scores is None and refused.code == "scoring_failed"  # a reply, not a task failure
+    assert "Traceback" not in worker.log.read_text()
     reason = refused.reason or ""
     assert f"{service.url}/v2/rerank answered HTTP 401 (not retried)" in reason, reason
     assert "RERANK_REMOTE_API_KEY" in reason and WRONG_KEY not in reason

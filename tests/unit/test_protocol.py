@@ -66,6 +66,12 @@ def test_a_reply_carries_scores_and_the_models_weight() -> None:
         ("SUCCESS", ["not", "an", "object"], "rerank worker replied", "malformed_reply"),
         ("SUCCESS", encode_error("bad request", "w1"), "refused the request: bad request", "worker_refused"),
         ("SUCCESS", encode_error("skipped", "w1", code="deadline"), "rerank deadline: skipped", "deadline"),
+        (
+            "SUCCESS",
+            encode_error("scoring failed: 401", "w1", code="scoring_failed"),
+            "rerank scoring_failed: scoring failed: 401",
+            "scoring_failed",
+        ),
         # A code outside the bounded set a worker may give is a plain refusal, never a new label.
         ("SUCCESS", {"error": "x", "code": "made_up"}, "refused", "worker_refused"),
         ("SUCCESS", {"error": "x", "code": "overloaded"}, "refused the request: x", "worker_refused"),
