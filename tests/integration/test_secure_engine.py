@@ -63,7 +63,7 @@ def status_fields(env: dict[str, str]) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def secure_node() -> Iterator[SecureNode]:
     """The secured node, started by the project script (and stopped at the end only if this started it)."""
-    env = {"OPENSEARCH_SECURITY": "1"}
+    env = {"OPENSEARCH_SECURITY": "1", "OPENSEARCH_JAVA_OPTS": "-Xms512m -Xmx512m"}  # a few documents
     for url in _service("opensearch", "HYBRID_RERANK_TEST_OPENSEARCH_SECURE", env):
         fields = status_fields({**os.environ, **env})
         password_file = Path(fields["password_file"])
