@@ -278,59 +278,63 @@ def _pair_template(tokenizer: Any, first: str, sep: str, pair: str) -> None:
     )
 
 
+def _save_random(folder: Path, tokenizer: Any, architecture: str, seed: int, **config: Any) -> Path:
+    """The tokenizer, and a randomly initialised `architecture` (a transformers class name, whose config
+    class is the same name up to `For`) of the tiny size, saved together in `folder`."""
+    import torch
+    import transformers
+
+    tokenizer.save_pretrained(str(folder))
+    torch.manual_seed(seed)
+    config_class = getattr(transformers, architecture.split("For")[0] + "Config")
+    settings = {"num_attention_heads": 2, "initializer_range": TINY_INIT_RANGE, **config}
+    settings.setdefault("intermediate_size", settings["hidden_size"] * 2)
+    getattr(transformers, architecture)(config_class(vocab_size=len(tokenizer), **settings)).save_pretrained(
+        str(folder)
+    )
+    return folder
+
+
 def build_tiny_bert_cross_encoder(folder: Path, seed: int = 0, *, hidden: int = 32, layers: int = 2) -> Path:
     """A small BERT with a one-logit head and a WordPiece tokenizer trained on the demo corpus, its weights
     drawn wider than `build_tiny_cross_encoder`'s so that scores spread enough to compare runners' orders."""
-    import torch
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
+    from transformers import BertTokenizer
 
-    folder.mkdir(parents=True, exist_ok=True)
     trained = train_tokenizer("wordpiece", ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"], vocab_size=800)
     _pair_template(trained, "[CLS]", "[SEP]", "[CLS] $A [SEP] $B:1 [SEP]:1")
-    BertTokenizer(tokenizer_object=trained).save_pretrained(str(folder))
-    torch.manual_seed(seed)
-    config = BertConfig(
-        vocab_size=trained.get_vocab_size(),
+    return _save_random(
+        folder,
+        BertTokenizer(tokenizer_object=trained),
+        "BertForSequenceClassification",
+        seed,
         hidden_size=hidden,
         num_hidden_layers=layers,
-        num_attention_heads=2,
-        intermediate_size=hidden * 2,
         max_position_embeddings=512,
         num_labels=1,
-        initializer_range=TINY_INIT_RANGE,
     )
-    BertForSequenceClassification(config).save_pretrained(str(folder))
-    return folder
 
 
 def build_tiny_xlmr_cross_encoder(folder: Path, seed: int = 0, *, hidden: int = 32, layers: int = 2) -> Path:
     """A small XLM-RoBERTa with a one-logit head (the architecture of bge-reranker-base/-large/-v2-m3) and a
     Unigram tokenizer trained on the demo corpus, saved as XLM-R's own (fast) tokenizer class."""
-    import torch
-    from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification, XLMRobertaTokenizer
+    from transformers import XLMRobertaTokenizer
 
-    folder.mkdir(parents=True, exist_ok=True)
     trained = train_tokenizer("unigram", ["<s>", "<pad>", "</s>", "<unk>", "<mask>"], vocab_size=800)
     _pair_template(trained, "<s>", "</s>", "<s> $A </s> </s> $B </s>")
-    tokenizer = XLMRobertaTokenizer(tokenizer_object=trained)
-    tokenizer.save_pretrained(str(folder))
-    torch.manual_seed(seed)
-    config = XLMRobertaConfig(
-        vocab_size=len(tokenizer),
+    return _save_random(
+        folder,
+        XLMRobertaTokenizer(tokenizer_object=trained),
+        "XLMRobertaForSequenceClassification",
+        seed,
         hidden_size=hidden,
         num_hidden_layers=layers,
-        num_attention_heads=2,
-        intermediate_size=hidden * 2,
         max_position_embeddings=514,
         type_vocab_size=1,
         pad_token_id=1,
         bos_token_id=0,
         eos_token_id=2,
         num_labels=1,
-        initializer_range=TINY_INIT_RANGE,
     )
-    XLMRobertaForSequenceClassification(config).save_pretrained(str(folder))
-    return folder
 
 
 def build_tiny_modernbert_cross_encoder(
@@ -338,10 +342,8 @@ def build_tiny_modernbert_cross_encoder(
 ) -> Path:
     """A small ModernBERT with a one-logit head and a byte-level BPE tokenizer trained on the demo corpus
     (ModernBERT reads no token types: its tokenizer does not make them)."""
-    import torch
-    from transformers import ModernBertConfig, ModernBertForSequenceClassification, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
-    folder.mkdir(parents=True, exist_ok=True)
     trained = train_tokenizer("bpe", ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"], vocab_size=800)
     _pair_template(trained, "[CLS]", "[SEP]", "[CLS] $A [SEP] $B [SEP]")
     tokenizer = PreTrainedTokenizerFast(
@@ -353,14 +355,13 @@ def build_tiny_modernbert_cross_encoder(
         mask_token="[MASK]",
         model_input_names=["input_ids", "attention_mask"],
     )
-    tokenizer.save_pretrained(str(folder))
-    torch.manual_seed(seed)
-    config = ModernBertConfig(
-        vocab_size=len(tokenizer),
+    return _save_random(
+        folder,
+        tokenizer,
+        "ModernBertForSequenceClassification",
+        seed,
         hidden_size=hidden,
         num_hidden_layers=layers,
-        num_attention_heads=2,
-        intermediate_size=hidden * 2,
         max_position_embeddings=512,
         global_attn_every_n_layers=2,
         local_attention=16,
@@ -370,25 +371,24 @@ def build_tiny_modernbert_cross_encoder(
         bos_token_id=2,
         eos_token_id=3,
         num_labels=1,
-        initializer_range=TINY_INIT_RANGE,
         reference_compile=False,
     )
-    ModernBertForSequenceClassification(config).save_pretrained(str(folder))
-    return folder
+
+
+LLM_ARCHITECTURES = {"qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM", "gemma": "GemmaForCausalLM"}
 
 
 def build_tiny_llm_reranker(
     folder: Path, arch: str = "qwen3", seed: int = 0, *, hidden: int = 32, layers: int = 2
 ) -> Path:
     """A small causal LM of `arch` (qwen2, qwen3: Qwen3-Reranker's; gemma: bge-reranker-v2-gemma's) with a
-    byte-level BPE tokenizer trained on the demo corpus and both prompt formats' texts, so "yes", "no",
-    "Yes" and "No" are single tokens, as in the real models' vocabularies."""
-    import torch
+    BPE tokenizer trained on the demo corpus and both prompt formats' texts (byte-level as Qwen's, or over
+    "▁"-joined words as Gemma's SentencePiece), so "yes", "no", "Yes" and "No" are single tokens, as in
+    the real models' vocabularies."""
     import transformers
 
     from hybrid_rerank.workers.runtime.llm import BGE_INSTRUCTION, QWEN3_SYSTEM
 
-    folder.mkdir(parents=True, exist_ok=True)
     gemma = arch == "gemma"
     specials = (
         ["<pad>", "<eos>", "<bos>", "<unk>"] if gemma else ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -409,26 +409,19 @@ def build_tiny_llm_reranker(
         tokenizer = transformers.Qwen2Tokenizer(
             tokenizer_object=trained, pad_token="<|endoftext|>", eos_token="<|im_end|>", unk_token=None
         )
-    tokenizer.save_pretrained(str(folder))
-    torch.manual_seed(seed)
-    common: dict[str, Any] = {
-        "vocab_size": len(tokenizer),
-        "hidden_size": hidden,
-        "intermediate_size": hidden * 2,
-        "num_hidden_layers": layers,
-        "num_attention_heads": 2,
-        "num_key_value_heads": 1,
-        "max_position_embeddings": 512,
-        "initializer_range": TINY_INIT_RANGE,
-        "pad_token_id": tokenizer.pad_token_id,
-        "eos_token_id": tokenizer.eos_token_id,
-    }
-    classes = {
-        "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", {}),
-        "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", {"head_dim": hidden // 2}),
-        "gemma": ("GemmaConfig", "GemmaForCausalLM", {"head_dim": hidden // 2, "bos_token_id": 2}),
-    }
-    config_name, model_name, extra = classes[arch]
-    config = getattr(transformers, config_name)(**common, **extra)
-    getattr(transformers, model_name)(config).save_pretrained(str(folder))
-    return folder
+    extra: dict[str, Any] = {} if arch == "qwen2" else {"head_dim": hidden // 2}
+    if gemma:
+        extra["bos_token_id"] = tokenizer.bos_token_id
+    return _save_random(
+        folder,
+        tokenizer,
+        LLM_ARCHITECTURES[arch],
+        seed,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_key_value_heads=1,
+        max_position_embeddings=512,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        **extra,
+    )

@@ -5,6 +5,7 @@ Qwen3-style LLM yes/no reranker, one with a tiny XLM-RoBERTa cross-encoder, each
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -36,20 +37,21 @@ def served(
         "llm": build_tiny_llm_reranker(root / "tiny-qwen3-reranker", "qwen3"),
         "cross-encoder": build_tiny_xlmr_cross_encoder(root / "tiny-xlmr-reranker"),
     }
-    started: dict[str, tuple[CeleryReranker, InProcessReranker, WorkerProcess]] = {}
+    served: dict[str, tuple[CeleryReranker, InProcessReranker, WorkerProcess]] = {}
+    for kind, folder in models.items():
+        settings = settings_for(redis_url, folder, rerank_deadline_ms=60_000, rerank_cache_ttl_s=0)
+        local_scorer = make_scorer(settings.model_copy(update={"rerank_max_length": WINDOWS[kind]}))
+        assert local_scorer is not None
+        env = worker_env(redis_url, folder, RERANK_MAX_LENGTH=str(WINDOWS[kind]), RERANK_CACHE_TTL_S="0")
+        worker = WorkerProcess(f"kind-{kind}", env, root)
+        served[kind] = (make_celery_reranker(settings), InProcessReranker(local_scorer), worker)
     try:
-        for kind, folder in models.items():
-            settings = settings_for(redis_url, folder, rerank_deadline_ms=60_000, rerank_cache_ttl_s=0)
-            reranker = make_celery_reranker(settings)
-            local_scorer = make_scorer(settings.model_copy(update={"rerank_max_length": WINDOWS[kind]}))
-            assert local_scorer is not None
-            env = worker_env(redis_url, folder, RERANK_MAX_LENGTH=str(WINDOWS[kind]), RERANK_CACHE_TTL_S="0")
-            worker = WorkerProcess(f"kind-{kind}", env, root)
-            worker.start(reranker.app)
-            started[kind] = (reranker, InProcessReranker(local_scorer), worker)
-        yield started
+        with ThreadPoolExecutor(len(served)) as pool:  # both start at once: each spends its time importing
+            for started in [pool.submit(w.start, r.app) for r, _, w in served.values()]:
+                started.result()
+        yield served
     finally:
-        for _, _, worker in started.values():
+        for _, _, worker in served.values():
             worker.stop()
 
 

@@ -173,15 +173,19 @@ class LlmRunner:
         import torch
         from transformers import AutoModelForCausalLM
 
-        if threads:
-            torch.set_num_threads(threads)
+        from hybrid_rerank.workers.runtime.runners import load_torch_model
+
         self._torch = torch
         self.device = device
         self.answer_ids = list(answer_ids)
-        model: Any = AutoModelForCausalLM.from_pretrained(
-            str(folder), dtype=torch_dtype(precision), trust_remote_code=trust_remote_code
+        self.model = load_torch_model(
+            AutoModelForCausalLM,
+            folder,
+            device=device,
+            threads=threads,
+            trust_remote_code=trust_remote_code,
+            dtype=torch_dtype(precision),
         )
-        self.model = model.eval().to(device)
         self.precision = precision
         self.description = f"torch causal LM {precision} on {device}"
 

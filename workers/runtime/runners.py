@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import inspect
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -58,6 +58,18 @@ def torch_placement(backend: str, device: str | None, *, llm: bool) -> tuple[str
     )
 
 
+def load_torch_model(
+    loader: Any, folder: Path, *, device: str, threads: int | None, trust_remote_code: bool, **options: Any
+) -> Any:
+    """`loader.from_pretrained(folder)` in eval mode on `device`, torch limited to `threads` threads."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    model: Any = loader.from_pretrained(str(folder), trust_remote_code=trust_remote_code, **options)
+    return model.eval().to(device)
+
+
 class TorchRunner:
     def __init__(
         self,
@@ -71,16 +83,14 @@ class TorchRunner:
         import torch
         from transformers import AutoModelForSequenceClassification
 
-        if threads:
-            torch.set_num_threads(threads)
         self._torch = torch
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.model = (
-            AutoModelForSequenceClassification.from_pretrained(
-                str(folder), trust_remote_code=trust_remote_code
-            )
-            .eval()
-            .to(self.device)
+        self.model = load_torch_model(
+            AutoModelForSequenceClassification,
+            folder,
+            device=self.device,
+            threads=threads,
+            trust_remote_code=trust_remote_code,
         )
         self.accepted = set(inspect.signature(self.model.forward).parameters)
         self.precision = precision
