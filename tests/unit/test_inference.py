@@ -62,6 +62,26 @@ def test_run_batched_returns_scores_in_input_order() -> None:
     assert scores.tolist() == [float(sum(r["input_ids"])) for r in rows]
 
 
+class LastToken:
+    """Logit = the id at the last position, where a causal LM reads its answer."""
+
+    description = "last token"
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        assert (batch["attention_mask"][:, -1] == 1).all()  # no row ends in padding
+        return batch["input_ids"][:, -1:].astype(np.float32)
+
+
+def test_left_padding_ends_every_row_at_the_last_position() -> None:
+    rows = [{"input_ids": list(range(1, n + 1))} for n in (3, 1, 5, 2)]
+    last = run_batched(LastToken(), rows, token_budget=100, max_batch=8, pad_id=99, left_pad=True)
+    assert last.tolist() == [3.0, 1.0, 5.0, 2.0]
+    sums = run_batched(RowSum(), rows, token_budget=6, max_batch=3, pad_id=99, left_pad=True)
+    assert sums.tolist() == [float(sum(r["input_ids"])) for r in rows]  # the mask covers the ids alone
+    with pytest.raises(AssertionError):  # right padding (the default) leaves short rows ending in padding
+        run_batched(LastToken(), rows, token_budget=100, max_batch=8, pad_id=99)
+
+
 @pytest.fixture(scope="module")
 def torch_scorer(tiny_cross_encoder_dir: Path) -> CrossEncoderScorer:
     return CrossEncoderScorer(str(tiny_cross_encoder_dir), max_length=48, backend="torch")
