@@ -1,22 +1,25 @@
-"""`hybrid-rerank index`: load, validate, embed and write documents."""
+"""`hybrid-rerank index`: stream, validate, embed and write documents in batches; `delete` lives beside it."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from itertools import chain
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from hybrid_rerank.connector.cli.common import app, err, flag, load, out
-from hybrid_rerank.connector.documents import load_documents
-from hybrid_rerank.connector.errors import ConnectorError
+from hybrid_rerank.connector.documents import INPUT_FORMATS
+from hybrid_rerank.connector.errors import ConnectorError, RecordError
+from hybrid_rerank.connector.indexing import DEFAULT_BATCH_SIZE
 from hybrid_rerank.connector.progress import progress_bar
 
 
 @app.command()
 def index(
-    path: Annotated[Path, typer.Argument(help="a .jsonl or .csv file, or a BEIR folder (corpus.jsonl)")],
-    fmt: Annotated[str, typer.Option("--format", help="auto, jsonl, csv or beir")] = "auto",
+    path: Annotated[Path, typer.Argument(help="a .jsonl, .json (one array) or .csv file, or a BEIR folder")],
+    fmt: Annotated[str, typer.Option("--format", help="auto, jsonl, json, csv or beir")] = "auto",
     skip_invalid: Annotated[
         bool, typer.Option("--skip-invalid", help="index the valid records and report each bad one")
     ] = False,
@@ -24,39 +27,80 @@ def index(
         bool,
         typer.Option("--recreate", help="replace the index; the old one serves until the new is written"),
     ] = False,
+    sync: Annotated[
+        bool, typer.Option("--sync", help="also delete indexed documents that are no longer in the source")
+    ] = False,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, help="documents embedded and written per batch")
+    ] = DEFAULT_BATCH_SIZE,
     index_name: Annotated[str | None, typer.Option("--index", help="overrides INDEX_NAME")] = None,
 ) -> None:
-    """Load, validate, embed and index documents."""
+    """Index documents in batches. A rerun skips documents the index holds unchanged (by content hash) and
+    re-embeds changed ones, so an interrupted run resumes where it stopped."""
     from hybrid_rerank.connector.factory import make_embedder, open_backend
-    from hybrid_rerank.connector.indexing import index_documents
+    from hybrid_rerank.connector.indexing import index_documents, sync_deletions
+    from hybrid_rerank.connector.ingest import DocumentStream
 
     settings = load()
-    if fmt not in {"auto", "jsonl", "csv", "beir"}:
-        raise typer.BadParameter(f"--format must be auto, jsonl, csv or beir, not {fmt!r}")
-    loaded = load_documents(
-        path,
-        fmt=fmt,  # type: ignore[arg-type]
-        skip_invalid=skip_invalid,
-        max_record_bytes=settings.max_record_bytes,
-    )
-    for problem in loaded.errors:
-        flag(err, "skipped", "yellow", problem)
-    if not loaded.documents:
-        raise ConnectorError(f"no valid documents in {loaded.source}; nothing was indexed")
+    if fmt not in INPUT_FORMATS:
+        raise typer.BadParameter(f"--format must be one of {', '.join(INPUT_FORMATS)}, not {fmt!r}")
+    stream = DocumentStream(path, fmt=fmt, max_record_bytes=settings.max_record_bytes)
+    # Strict: a first pass refuses a bad source before anything is written (and counts it).
+    total = stream.validate() if not skip_invalid else stream.estimated_total()
+    documents = iter(stream)
+    first = next(documents, None)
+    if first is None:
+        _print_problems(stream.errors, stream.warnings)
+        raise ConnectorError(f"no valid documents in {stream.source}; nothing was indexed")
+
     backend = open_backend(settings, index_name)
     embedder = make_embedder(settings)
     err.print(f"embedding with {embedder.model_name} from {embedder.source.origin}", highlight=False)
-    with progress_bar(err, "embedding", len(loaded.documents)) as update:
-        report = index_documents(backend, embedder, loaded.documents, recreate=recreate, progress=update)
+    with progress_bar(err, "indexing", total) as update:
+        report = index_documents(
+            backend,
+            embedder,
+            chain([first], documents),
+            recreate=recreate,
+            incremental=True,
+            batch_size=batch_size,
+            total=total,
+            progress=update,
+        )
+    deleted = 0
+    if sync and recreate:
+        err.print("--sync does nothing with --recreate: the new index holds the source only", highlight=False)
+    elif sync:
+        deleted = sync_deletions(backend, _Keep(stream.ids, stream.bad_ids), batch_size)
+    _print_problems(stream.errors, stream.warnings)
     for failure in report.bulk.failures:
         flag(err, "failed", "red", f"{failure.doc_id}: {failure.reason}")
-    rate = report.documents / report.embed_seconds if report.embed_seconds > 0 else float("inf")
+    rate = report.embedded / report.embed_seconds if report.embed_seconds > 0 else 0.0
     out.print(
-        f"indexed {report.bulk.written} of {len(loaded.documents)} documents into {backend.name} index "
-        f"{index_name or settings.index_name!r} (embedding {report.embed_seconds:.1f}s, {rate:.1f} docs/s; "
-        f"write {report.write_seconds:.1f}s); {len(loaded.errors)} skipped, "
-        f"{len(report.bulk.failures)} failed",
+        f"indexed {report.bulk.written} of {report.documents} documents into {backend.name} index "
+        f"{index_name or settings.index_name!r} (embedded {report.embedded}, unchanged {report.unchanged}, "
+        f"deleted {deleted}; embedding {report.embed_seconds:.1f}s, {rate:.1f} docs/s; write "
+        f"{report.write_seconds:.1f}s); {len(stream.errors)} skipped, {len(stream.warnings)} type "
+        f"warnings, {len(report.bulk.failures)} failed",
         highlight=False,
     )
     if report.bulk.failures:
         raise typer.Exit(1)
+
+
+class _Keep:
+    """The ids `--sync` keeps: the source's valid ids and those of its skipped records (a bad new version
+    of a document leaves the indexed one in place rather than deleting it)."""
+
+    def __init__(self, valid: dict[str, int], skipped: set[str]) -> None:
+        self.valid, self.skipped = valid, skipped
+
+    def __contains__(self, doc_id: object) -> bool:
+        return doc_id in self.valid or doc_id in self.skipped
+
+
+def _print_problems(errors: Sequence[RecordError], warnings: Sequence[RecordError]) -> None:
+    for problem in errors:
+        flag(err, "skipped", "yellow", problem)
+    for warning in warnings:
+        flag(err, "warning", "yellow", warning)

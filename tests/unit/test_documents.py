@@ -175,7 +175,8 @@ def test_full_text_puts_the_title_first() -> None:
         (
             '{"_id": "b", "text": "t", "metadata": {"k": {"deep": [null]}}}',
             "b",
-            "metadata field 'k.deep' must be a string, number, boolean, an object or a list of those, got a list",
+            "metadata field 'k.deep' must be a string, number, boolean, an object or a list of those, "
+            "got a list",
         ),
         (
             '{"_id": "b", "text": "t", "k": [[1]]}',

@@ -80,9 +80,23 @@ def test_index_names_must_be_plain_folder_names(tmp_path: Path, name: str) -> No
         EmbeddedBackend(tmp_path, name)
 
 
-def test_recreating_keeps_the_old_index_on_disk_until_the_first_write(tmp_path: Path) -> None:
+def test_recreating_keeps_the_old_index_on_disk_until_commit(tmp_path: Path) -> None:
     store = built(tmp_path)
-    store.create_index("other-model", 8, recreate=True)  # then, say, the embedding run dies
+    store.create_index("other-model", 4, recreate=True)
+    store.bulk_index([Document("c", "a new document")], np.eye(1, 4, dtype=np.float32))  # then the run dies
+    reopened = EmbeddedBackend(tmp_path, "idx")
+    assert reopened.index_info().embedding_model == "m"  # type: ignore[union-attr]
+    assert sorted(reopened.all_ids()) == ["a", "b"]
+    store.commit()
+    reopened = EmbeddedBackend(tmp_path, "idx")
+    info = reopened.index_info()
+    assert info is not None and (info.embedding_model, info.count) == ("other-model", 1)
+    assert list(reopened.all_ids()) == ["c"]
+
+
+def test_an_empty_recreated_index_replaces_the_old_one_at_commit(tmp_path: Path) -> None:
+    store = built(tmp_path)
+    store.create_index("other-model", 8, recreate=True)
     assert EmbeddedBackend(tmp_path, "idx").index_info().embedding_model == "m"  # type: ignore[union-attr]
     store.commit()
     reopened = EmbeddedBackend(tmp_path, "idx").index_info()
@@ -91,3 +105,14 @@ def test_recreating_keeps_the_old_index_on_disk_until_the_first_write(tmp_path: 
         8,
         0,
     )
+
+
+def test_content_hashes_are_stored_with_the_documents_and_read_back(tmp_path: Path) -> None:
+    store = EmbeddedBackend(tmp_path, "idx")
+    store.create_index("m", 4)
+    hashed = [doc.hashed() for doc in DOCS]
+    store.bulk_index([hashed[0], DOCS[1]], VECTORS)
+    line = (live_generation(tmp_path) / "documents.jsonl").read_text().splitlines()[0]
+    assert json.loads(line)["content_hash"] == hashed[0].content_hash
+    reopened = EmbeddedBackend(tmp_path, "idx")
+    assert reopened.content_hashes(["a", "b", "zz"]) == {"a": hashed[0].content_hash, "b": ""}
