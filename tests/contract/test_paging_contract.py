@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from hybrid_rerank.connector.backends.base import Backend
+from hybrid_rerank.connector.backends.opensearch import OpenSearchBackend
 from hybrid_rerank.connector.documents import Document
 from hybrid_rerank.connector.embedder import Embedder
 from hybrid_rerank.connector.fusion import FusionMethod
@@ -102,8 +103,10 @@ def test_pages_with_rerank_are_slices_of_one_search(
     backend: Backend, k: int, pages: int, depth: int, weight: float
 ) -> None:
     modes: list[tuple[HybridMode, FusionMethod]] = [("client", "zscore")]
-    if backend.name == "opensearch":  # server-side fusion: OpenSearch only, min-max or RRF there
+    if isinstance(backend, OpenSearchBackend):  # server-side fusion: OpenSearch only; z-score from 3.x
         modes.append(("server", "minmax"))
+        if backend.major_version() >= 3:
+            modes.append(("server", "zscore"))
     for mode, fusion in modes:
         reranker = ReverseIdReranker()
         search = pipeline(backend, reranker, mode, fusion, depth, weight)
