@@ -199,6 +199,7 @@ class CrossEncoderScorer:
                 self.max_length = window  # truncation follows what the model can read, not the setting
             if kind == "llm":
                 return self._load_llm(folder)
+            check_tokenizer(folder)  # before the weights, which take longer to load
             runner = make_runner(
                 folder,
                 self.backend,
@@ -207,7 +208,6 @@ class CrossEncoderScorer:
                 threads=self.threads,
                 trust_remote_code=self.trust_remote_code,
             )
-            check_tokenizer(folder)
             tokenizer = load_tokenizer(folder, trust_remote_code=self.trust_remote_code)
             return LoadedModel(tokenizer, runner, folder, interpolation_weight(folder))
         except ModelLoadError as exc:  # already says what to change

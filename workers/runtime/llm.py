@@ -15,6 +15,7 @@ Batches are padded on the left, so the last position is every row's last real to
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -186,6 +187,9 @@ class LlmRunner:
             trust_remote_code=trust_remote_code,
             dtype=torch_dtype(precision),
         )
+        # Only the last position's logits are needed; models written before `logits_to_keep` compute all.
+        accepted = inspect.signature(self.model.forward).parameters
+        self._keep = {"logits_to_keep": 1} if "logits_to_keep" in accepted else {}
         self.precision = precision
         self.description = f"torch causal LM {precision} on {device}"
 
@@ -196,6 +200,6 @@ class LlmRunner:
         positions = (mask.cumsum(dim=1) - 1).clamp(min=0)  # each row counts from its first real token
         with torch.inference_mode():
             logits = self.model(
-                input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=1
+                input_ids=ids, attention_mask=mask, position_ids=positions, **self._keep
             ).logits
         return np.asarray(logits[:, -1, self.answer_ids].float().cpu().numpy())
