@@ -82,10 +82,11 @@ def index_documents(
         total = len(documents)
     totals = _Totals()
     for batch in batched(documents, batch_size):
-        _index_batch(backend, embedder, [doc.hashed() for doc in batch], incremental and not recreate, totals)
+        report_batch = _within(progress, totals.documents, len(batch), total)
+        hashed = [doc.hashed() for doc in batch]
+        _index_batch(backend, embedder, hashed, incremental and not recreate, totals, report_batch)
         totals.documents += len(batch)
-        if progress is not None:
-            progress(totals.documents, max(total or 0, totals.documents))
+        report_batch(len(batch), len(batch))
     backend.commit()
     bulk = BulkReport(written=totals.written, failures=totals.failures)
     return IndexReport(
@@ -98,15 +99,31 @@ def index_documents(
     )
 
 
+def _within(progress: ProgressCallback | None, at: int, size: int, total: int | None) -> ProgressCallback:
+    """Progress inside one batch (`done` of its `size`), reported as progress over the whole run."""
+
+    def update(done: int, _: int) -> None:
+        if progress is not None:
+            progress(at + done, max(total or 0, at + size))
+
+    return update
+
+
 def _index_batch(
-    backend: Backend, embedder: Embedder, batch: list[Document], incremental: bool, totals: _Totals
+    backend: Backend,
+    embedder: Embedder,
+    batch: list[Document],
+    incremental: bool,
+    totals: _Totals,
+    progress: ProgressCallback,
 ) -> None:
     todo = changed_documents(batch, backend.content_hashes([d.id for d in batch])) if incremental else batch
-    totals.unchanged += len(batch) - len(todo)
+    skipped = len(batch) - len(todo)
+    totals.unchanged += skipped
     if not todo:
         return
     started = time.perf_counter()
-    vectors = embedder.embed_documents(todo)
+    vectors = embedder.embed_documents(todo, lambda done, _: progress(skipped + done, len(batch)))
     embedded = time.perf_counter()
     report = backend.bulk_index(todo, vectors)
     totals.embed_seconds += embedded - started

@@ -142,6 +142,8 @@ def test_a_killed_run_resumes_without_embedding_twice_then_sync_and_delete(
     assert target.ids() == kept
     revised = target.open_backend().get(["doc-010"])["doc-010"]
     assert "revised" in revised.text and revised.metadata == {"author.name": "author 2"}
+    by_author = target.open_backend().bm25("document", DOCUMENTS, {"author.name": "author 1"})
+    assert {hit.document.id for hit in by_author} == {i for i in kept if int(i[-3:]) % 4 == 1}
 
     (tmp_path / "ids.txt").write_text("doc-020\n\n  doc-021  \nnot-there\n")
     done = subprocess.run(
