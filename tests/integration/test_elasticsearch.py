@@ -18,6 +18,8 @@ from hybrid_rerank.connector.errors import (
     IndexMismatchError,
     IndexMissingError,
 )
+from tests.integration import engine_checks as checks
+from tests.integration.engine_checks import unit
 
 pytestmark = pytest.mark.integration
 
@@ -27,12 +29,6 @@ DOCS = [
     Document("steak", "Rest a grilled steak so the juices settle.", "Resting meat", {"topic": "cooking"}),
     Document("zh", "月球绕着地球运行，月相随之变化。", "月球", {"topic": "astronomy"}),
 ]
-
-
-def unit(dim: int, axis: int = 0) -> np.ndarray:
-    vector = np.zeros(dim, dtype=np.float32)
-    vector[axis] = 1.0
-    return vector
 
 
 @pytest.fixture
@@ -87,14 +83,7 @@ def test_documents_come_back_without_the_analysed_copies(
 
 
 def test_wrong_vector_dimension_fails_that_document_only(backend: ElasticsearchBackend) -> None:
-    backend.create_index("m", 4)
-    docs = [Document("ok", "fine"), Document("short", "three dims")]
-    report = backend.bulk_index(docs, [unit(4), np.ones(3, dtype=np.float32)])  # type: ignore[arg-type]
-    assert report.written == 1
-    assert [f.doc_id for f in report.failures] == ["short"]
-    assert "dimension" in report.failures[0].reason.lower()
-    backend.commit()
-    assert backend.get(["ok", "short"]).keys() == {"ok"}
+    checks.wrong_dimension_fails_that_document_only(backend)
 
 
 def test_zero_vector_and_type_conflict_fail_per_document(backend: ElasticsearchBackend) -> None:
@@ -112,14 +101,7 @@ def test_zero_vector_and_type_conflict_fail_per_document(backend: ElasticsearchB
 
 
 def test_oversized_documents_are_refused_per_document(backend: ElasticsearchBackend) -> None:
-    backend.create_index("m", 4)
-    immense = Document("immense", "text", metadata={"tag": "x" * 40_000})  # over Lucene's term limit
-    too_big = Document("too-big", "y " * 3_000_000)  # over max_document_bytes: never sent
-    report = backend.bulk_index([Document("fine", "ok"), immense, too_big], np.stack([unit(4)] * 3))
-    assert report.written == 1
-    reasons = {f.doc_id: f.reason for f in report.failures}
-    assert "immense term" in reasons["immense"]
-    assert "over 5,000,000" in reasons["too-big"]
+    checks.oversized_documents_are_refused_per_document(backend)
 
 
 def test_missing_index_is_a_clear_error(backend: ElasticsearchBackend) -> None:
@@ -136,23 +118,8 @@ def test_unreachable_node_is_a_clear_error() -> None:
         dead.index_info()
 
 
-def test_reindex_swaps_the_alias_only_at_commit(
-    indexed: ElasticsearchBackend, client: Elasticsearch, name: str
-) -> None:
-    before = indexed.index_info()
-    assert before is not None and before.count == len(DOCS)
-    indexed.create_index("other-model", 8, recreate=True)
-    indexed.bulk_index([Document("new", "only in v2")], np.stack([unit(8)]))
-    assert indexed.index_info() == before  # searches still see v1 while v2 is built
-    assert ids(indexed, "moon") == ["moon"]
-    indexed.commit()
-    after = indexed.index_info()
-    assert after is not None and (after.embedding_model, after.dimension, after.count) == (
-        "other-model",
-        8,
-        1,
-    )
-    assert sorted(client.indices.get(index=f"{name}-v*")) == [f"{name}-v2"]
+def test_reindex_swaps_the_alias_only_at_commit(indexed: ElasticsearchBackend) -> None:
+    checks.reindex_swaps_the_alias_only_at_commit(indexed, len(DOCS), "moon")
     with pytest.raises(IndexMismatchError, match="dimensional"):
         indexed.create_index("other-model", 4)
 
