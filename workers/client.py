@@ -120,7 +120,7 @@ class InProcessReranker(Reranker):
 
     def __init__(self, scorer: CrossEncoderScorer) -> None:
         self.scorer = scorer
-        self.description = f"in-process cross-encoder {scorer.description}"
+        self.description = f"in-process reranker {scorer.description}"
         self._load_error: str | None = None
         self._lock = threading.Lock()  # one load, one scoring at a time
 

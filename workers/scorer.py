@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +60,7 @@ class RemoteOptions:
     """Where a `remote` kind sends its requests (RERANK_REMOTE_*)."""
 
     base_url: str
-    api_key: str | None = None
+    api_key: str | None = field(default=None, repr=False)  # a secret: never in a repr or a log line
     dialect: str = "tei"
     timeout_s: float = 10.0
     retries: int = 2

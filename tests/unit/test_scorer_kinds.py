@@ -230,6 +230,7 @@ def test_settings_pick_the_kind_and_wire_the_remote_one(tmp_path: Path) -> None:
     scorer = make_scorer(remote)
     assert scorer is not None and scorer.remote is not None
     assert scorer.remote.api_key == "s3cret-key" and scorer.remote.max_batch == 96
+    assert "s3cret-key" not in repr(scorer.remote) and "s3cret-key" not in repr(scorer)
     assert scorer.remote.timeout_s == 10.0 and scorer.remote.retries == 2
     loaded = scorer.load()  # opens no connection: nothing is sent before the first score
     assert loaded.kind == "remote" and loaded.tokenizer is None
