@@ -205,7 +205,7 @@ def is_healthy(body: dict[str, Any] | None, wanted: tuple[str, ...]) -> bool:
 
 def describe(body: dict[str, Any] | None) -> str:
     if not body:
-        return "no node answers for the cluster (no cluster manager elected yet?)"
+        return "no node answers for the cluster (none is running, or no cluster manager is elected yet)"
     return (
         f"{body.get('status')}, {body.get('number_of_nodes')} of {SIZE} nodes, "
         f"{body.get('unassigned_shards')} unassigned shard(s)"

@@ -11,6 +11,7 @@ stored vector, whose own document must come back.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -32,7 +33,7 @@ from tests.conftest import REPO
 
 pytestmark = [
     pytest.mark.integration,
-    # pytest.mark.cluster: added once pyproject registers the marker (--strict-markers)
+    # pytest.mark.cluster,  # on once pyproject registers the marker (--strict-markers refuses it before)
     pytest.mark.skipif(
         os.environ.get("HYBRID_RERANK_CLUSTER_TESTS") != "1",
         reason="the three-node cluster tests run only with HYBRID_RERANK_CLUSTER_TESTS=1 (docs/cluster.md)",
@@ -145,17 +146,39 @@ def restart_until_green(client: OpenSearch, node: str, index: str) -> dict[str, 
     }
 
 
+def cluster_manager(client: OpenSearch) -> str:
+    rows = client.transport.perform_request("GET", "/_cat/cluster_manager", params={"format": "json"})
+    return str(rows[0]["node"])
+
+
+def failovers(client: OpenSearch) -> int:
+    """How many times the client found a host dead and went on to the next one."""
+    return sum(client.transport.connection_pool.dead_count.values())
+
+
 def kill(node: str) -> None:
     killed = cluster("kill", node)
     assert killed.returncode == 0, killed.stderr
 
 
-def test_bulk_index_keeps_every_acknowledged_document_when_the_primary_node_is_killed(
-    client: OpenSearch, replicated: tuple[OpenSearchBackend, str]
+# The application's client retries a request on the next host; without retries the request that meets the
+# dead node fails, and each document of it must then be reported, not lost. The node killed holds the
+# primary (a replica is promoted), or is the elected cluster manager (a new one is elected first).
+@pytest.mark.parametrize(
+    ("victim_role", "client_retries"),
+    [("primary", 3), ("primary", 0), ("cluster-manager", 3)],
+    ids=["primary-application-client", "primary-no-client-retries", "cluster-manager"],
+)
+def test_bulk_index_keeps_every_acknowledged_document_when_a_node_is_killed(
+    client: OpenSearch, replicated: tuple[OpenSearchBackend, str], victim_role: str, client_retries: int
 ) -> None:
     backend, index = replicated
-    victim = copies(client, index)["p"]
+    retries = client.transport.max_retries
+    client.transport.max_retries = client_retries
+    manager = cluster_manager(client)
+    victim = copies(client, index)["p"] if victim_role == "primary" else manager
     docs, vectors = corpus(BULK_DOCS, "bulk")
+    held = copies(client, index)
     answered: list[float] = []  # when each _bulk request was answered
     third_answered = threading.Event()
     send = client.transport.perform_request
@@ -181,12 +204,18 @@ def test_bulk_index_keeps_every_acknowledged_document_when_the_primary_node_is_k
     report = backend.bulk_index(docs, vectors)
     thread.join()
     client.transport.perform_request = send  # type: ignore[method-assign]
+    client.transport.max_retries = retries
+    failed_over = failovers(client)
 
     assert killed_at, "the node was never killed: the test proved nothing"
     answered_after = sum(t > killed_at[0] for t in answered)
     assert answered_after > 0, "the bulk index had ended before the kill: the test proved nothing"
+    assert failed_over > 0, "no request reached the killed node: the client's failover was not exercised"
     failed = {f.doc_id: f.reason for f in report.failures}
     assert report.written + len(failed) == BULK_DOCS, "a document is neither written nor reported"
+    if client_retries == 0:
+        assert failed, "the request that met the dead node was not reported"
+        assert all(reason.strip() for reason in failed.values())
     acknowledged = [d.id for d in docs if d.id not in failed]
     present = backend.get([d.id for d in docs])
     missing = [i for i in acknowledged if i not in present]
@@ -197,17 +226,23 @@ def test_bulk_index_keeps_every_acknowledged_document_when_the_primary_node_is_k
     backend.commit()
     assert client.count(index=index)["count"] == len(present)
     figures(
-        "bulk",
+        f"bulk, killed the {victim_role}, client max_retries={client_retries}",
         {
             "killed": victim,
+            "killed_was_cluster_manager": victim == manager,
+            "killed_held": sorted(role for role, node in held.items() if node == victim),
             "documents": BULK_DOCS,
             "bulk_requests": len(answered),
             "bulk_requests_answered_after_kill": answered_after,
+            "first_bulk_answer_after_kill_s": round(
+                min(t for t in answered if t > killed_at[0]) - killed_at[0], 2
+            ),
             "acknowledged": len(acknowledged),
             "reported_failed": len(failed),
             "failure_reasons": sorted(set(failed.values()))[:3],
             "present": len(present),
             "acknowledged_missing": len(missing),
+            "client_failovers": failed_over,
             **timing,
         },
     )
@@ -221,6 +256,7 @@ def test_searches_keep_answering_when_a_node_is_killed(
     assert backend.bulk_index(docs, vectors).ok
     backend.commit()
     victim = copies(client, index)["p"]
+    was_manager = victim == cluster_manager(client)
     outcomes: list[tuple[float, str]] = []  # (when, "ok" | "wrong" | error type: message)
     stop = threading.Event()
 
@@ -253,6 +289,8 @@ def test_searches_keep_answering_when_a_node_is_killed(
     assert before and all(o == "ok" for o in before), before[:5]
     assert after.count("ok") > 0 and after[-5:] == ["ok"] * 5, after[-5:]
     assert "wrong" not in after, "a search answered without the document it must find (partial results?)"
+    failed_over = failovers(client)
+    assert failed_over > 0, "no request reached the killed node: the client's failover was not exercised"
     retryable = BackendUnavailableError.__name__
     assert all(f.startswith(retryable) for f in failures), failures[:3]
     timing = restart_until_green(client, victim, index)
@@ -261,11 +299,17 @@ def test_searches_keep_answering_when_a_node_is_killed(
         "search",
         {
             "killed": victim,
+            "killed_was_cluster_manager": was_manager,
             "searches_before_kill": len(before),
             "searches_in_15s_after_kill": len(after),
             "answered_after_kill": after.count("ok"),
             "failed_after_kill": len(failures),
+            "longest_gap_between_answers_after_kill_s": round(
+                max(b - a for a, b in itertools.pairwise([t_kill] + [t for t, _ in outcomes if t > t_kill])),
+                2,
+            ),
             "failures": failures[:3],
+            "client_failovers": failed_over,
             **timing,
         },
     )
