@@ -28,7 +28,9 @@ class Settings(WorkerSettings):
     fields (RERANK_*, REDIS_URL, DATA_DIR, TRUST_REMOTE_CODE) come from the workers' group."""
 
     # Where things run. Unset URLs mean the embedded, in-process defaults.
-    opensearch_url: str | None = Field(None, description="OpenSearch node URL; unset -> embedded backend")
+    opensearch_url: str | None = Field(
+        None, description="OpenSearch node URL, or a cluster's node URLs, comma-separated; unset: embedded"
+    )
     opensearch_username: str | None = None
     opensearch_password: SecretStr | None = None
     opensearch_verify_certs: bool = True
@@ -114,7 +116,7 @@ class Settings(WorkerSettings):
     @field_validator("opensearch_url")
     @classmethod
     def _no_password_in_url(cls, value: str | None) -> str | None:
-        if value is not None and urlsplit(value).password:
+        if value is not None and any(urlsplit(host).password for host in value.split(",")):
             raise ValueError(
                 "OPENSEARCH_URL must not carry a password; set OPENSEARCH_USERNAME and OPENSEARCH_PASSWORD"
             )
@@ -123,7 +125,7 @@ class Settings(WorkerSettings):
     @field_validator("elasticsearch_url")
     @classmethod
     def _no_password_in_es_url(cls, value: str | None) -> str | None:
-        if value is not None and urlsplit(value).password:
+        if value is not None and any(urlsplit(host).password for host in value.split(",")):
             raise ValueError(
                 "ELASTICSEARCH_URL must not carry a password; set ELASTICSEARCH_USERNAME and "
                 "ELASTICSEARCH_PASSWORD (or ELASTICSEARCH_API_KEY)"

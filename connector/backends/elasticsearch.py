@@ -27,6 +27,7 @@ from hybrid_rerank.connector.backends.engine import EngineBackend, EngineOptions
 from hybrid_rerank.connector.backends.engine_bodies import (
     EngineFailure,
     EngineNames,
+    engine_hosts,
     error_reason,
     tls_detail,
 )
@@ -63,7 +64,7 @@ def make_client(
     if not verify_certs:
         options["verify_certs"] = False
     return Elasticsearch(
-        hosts=[url],
+        hosts=engine_hosts(url),
         request_timeout=timeout,
         max_retries=3,
         retry_on_timeout=True,

@@ -27,6 +27,15 @@ VERSIONED = re.compile(r"^(?P<alias>.+)-v(?P<n>\d+)$")
 # --- index names: versioned indexes NAME-v1, NAME-v2, ... behind the alias NAME -------------------------
 
 
+def engine_hosts(url: str) -> list[str]:
+    """The node URLs of OPENSEARCH_URL / ELASTICSEARCH_URL: one, or several separated by commas (a cluster's
+    nodes, so that the client fails over to another node when one dies)."""
+    hosts = [part.strip() for part in url.split(",") if part.strip()]
+    if not hosts:
+        raise ValueError(f"no node URL in {url!r}")
+    return hosts
+
+
 def index_name_problem(index_name: str) -> str | None:
     """Why `index_name` cannot be an alias we manage, or None when it can."""
     if not index_name or index_name != index_name.lower() or VERSIONED.match(index_name):

@@ -19,6 +19,7 @@ from hybrid_rerank.connector.backends.engine import EngineBackend, EngineOptions
 from hybrid_rerank.connector.backends.engine_bodies import (
     EngineFailure,
     EngineNames,
+    engine_hosts,
     error_reason,
     tls_detail,
 )
@@ -48,7 +49,7 @@ def make_client(
     auth = (username, password or "") if username else None
     tls: dict[str, Any] = {"ca_certs": ca_certs} if ca_certs else {}
     return OpenSearch(
-        hosts=[url],
+        hosts=engine_hosts(url),
         http_auth=auth,
         verify_certs=verify_certs,
         timeout=timeout,

@@ -133,3 +133,27 @@ def test_every_failure_kind_has_its_own_message() -> None:
     assert len(set(messages.values())) == 6
     assert "the configured URL" in messages["unreachable"]
     assert es_backend.classify(ValueError("x")) == EngineFailure("unreachable", detail="ValueError")
+
+
+def test_a_comma_separated_url_gives_the_client_every_node() -> None:
+    from hybrid_rerank.connector.backends import elasticsearch, opensearch
+    from hybrid_rerank.connector.backends.engine_bodies import engine_hosts
+
+    assert engine_hosts(" http://a:9200 , http://b:9200,,http://c:9200 ") == [
+        "http://a:9200",
+        "http://b:9200",
+        "http://c:9200",
+    ]
+    assert engine_hosts("https://n:9240") == ["https://n:9240"]
+    with pytest.raises(ValueError, match="no node URL"):
+        engine_hosts(" , ")
+    client = opensearch.make_client("http://127.0.0.1:9270,http://127.0.0.1:9271")
+    assert [c.host for c in client.transport.connection_pool.connections] == [
+        "http://127.0.0.1:9270",
+        "http://127.0.0.1:9271",
+    ]
+    es = elasticsearch.make_client("http://127.0.0.1:9270,http://127.0.0.1:9271")
+    assert sorted(node.base_url for node in es.transport.node_pool.all()) == [
+        "http://127.0.0.1:9270",
+        "http://127.0.0.1:9271",
+    ]

@@ -168,3 +168,13 @@ def test_the_factory_gives_the_elasticsearch_client_the_ca_and_api_key(ca_file: 
     assert client._headers["authorization"] == "ApiKey es-key"
     node = next(iter(client.transport.node_pool.all()))
     assert node.config.ca_certs == str(ca_file) and node.config.verify_certs is True
+
+
+def test_a_password_in_any_node_url_of_a_list_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    message = refused(monkeypatch, OPENSEARCH_URL="http://a:9200,http://admin:pw-7f@b:9200")
+    assert "OPENSEARCH_URL must not carry a password" in message and "pw-7f" not in message
+    monkeypatch.delenv("OPENSEARCH_URL")
+    message = refused(monkeypatch, ELASTICSEARCH_URL="http://a:9200, https://u:pw-7f@b:9200")
+    assert "ELASTICSEARCH_URL must not carry a password" in message and "pw-7f" not in message
+    nodes = load_settings(_env_file=None, elasticsearch_url="http://a:9200,http://b:9200")
+    assert nodes.elasticsearch_url == "http://a:9200,http://b:9200"
