@@ -74,7 +74,8 @@ def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
     client.close()
 
 
-def run_cli(target: Target, cwd: Path, *args: str) -> tuple[int, int, int]:
+def cli(target: Target, cwd: Path, *args: str) -> str:
+    """Run the command line to its end; its standard output."""
     done = subprocess.run(
         [str(CLI), *args],
         env=clean_environment(target.env),
@@ -85,8 +86,13 @@ def run_cli(target: Target, cwd: Path, *args: str) -> tuple[int, int, int]:
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    found = COUNTS.search(done.stdout)
-    assert found, done.stdout
+    return done.stdout
+
+
+def run_index(target: Target, cwd: Path, *args: str) -> tuple[int, int, int]:
+    """`index` to its end; the embedded, unchanged and deleted counts of its report."""
+    found = COUNTS.search(output := cli(target, cwd, "index", *args))
+    assert found, output
     embedded, unchanged, deleted = (int(n) for n in found.groups())
     return embedded, unchanged, deleted
 
@@ -132,12 +138,12 @@ def test_a_killed_run_resumes_without_embedding_twice_then_sync_and_delete(
     written = settled_ids(target)
     assert 0 < len(written) < DOCUMENTS and written <= expected
 
-    embedded, unchanged, _ = run_cli(target, tmp_path, "index", str(source), "--batch-size", str(BATCH))
+    embedded, unchanged, _ = run_index(target, tmp_path, str(source), "--batch-size", str(BATCH))
     assert target.ids() == expected
     assert (embedded, unchanged) == (DOCUMENTS - len(written), len(written))  # nothing embedded twice
 
     kept = corpus(source, range(5, DOCUMENTS), changed=frozenset({10, 11, 12}))  # 5 gone, 3 changed
-    embedded, unchanged, deleted = run_cli(target, tmp_path, "index", str(source), "--sync")
+    embedded, unchanged, deleted = run_index(target, tmp_path, str(source), "--sync")
     assert (embedded, unchanged, deleted) == (3, DOCUMENTS - 8, 5)
     assert target.ids() == kept
     revised = target.open_backend().get(["doc-010"])["doc-010"]
@@ -146,15 +152,6 @@ def test_a_killed_run_resumes_without_embedding_twice_then_sync_and_delete(
     assert {hit.document.id for hit in by_author} == {i for i in kept if int(i[-3:]) % 4 == 1}
 
     (tmp_path / "ids.txt").write_text("doc-020\n\n  doc-021  \nnot-there\n")
-    done = subprocess.run(
-        [str(CLI), "delete", "doc-022", "--ids-file", "ids.txt"],
-        env=clean_environment(target.env),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "deleted 3 of 4 ids" in done.stdout
+    deleted_ids = cli(target, tmp_path, "delete", "doc-022", "--ids-file", "ids.txt")
+    assert "deleted 3 of 4 ids" in deleted_ids
     assert target.ids() == kept - {"doc-020", "doc-021", "doc-022"}

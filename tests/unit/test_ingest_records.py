@@ -130,6 +130,15 @@ def test_the_stream_keeps_ids_and_the_ids_of_skipped_records(tmp_path: Path) -> 
     assert stream.estimated_total() == 3
 
 
+def test_the_total_of_a_json_array_counts_its_elements_and_of_a_csv_its_rows(tmp_path: Path) -> None:
+    array = tmp_path / "docs.json"
+    array.write_text(json.dumps([doc("a"), doc("b"), {"_id": "bad"}], indent=2))
+    assert DocumentStream(array).estimated_total() == 3
+    csv = tmp_path / "docs.csv"
+    csv.write_text("id,text\na,x\nb,y\n")
+    assert DocumentStream(csv).estimated_total() == 2
+
+
 def test_line_count_is_cheap_and_counts_a_last_line_without_newline(tmp_path: Path) -> None:
     path = tmp_path / "x.jsonl"
     path.write_text("a\nb\nc")
