@@ -110,10 +110,12 @@ def replicated(client: OpenSearch, cluster_urls: list[str]) -> Iterator[tuple[Op
     backend = OpenSearchBackend(client, alias, url=",".join(cluster_urls), chunk_docs=100)
     backend.create_index("random-unit-vectors", DIM)
     concrete = f"{alias}-v1"
-    client.indices.put_settings(index=concrete, body={"index": {"number_of_replicas": 1}})
-    assert wait_green(client, concrete)["status"] == "green"
-    yield backend, concrete
-    client.indices.delete(index=f"{alias}-v*", ignore_unavailable=True)
+    try:
+        client.indices.put_settings(index=concrete, body={"index": {"number_of_replicas": 1}})
+        assert wait_green(client, concrete)["status"] == "green"
+        yield backend, concrete
+    finally:
+        client.indices.delete(index=f"{alias}-v*", ignore_unavailable=True)
 
 
 def wait_green(client: OpenSearch, index: str) -> dict[str, Any]:
