@@ -62,7 +62,8 @@ def index_body(
         raise ValueError(f"dimension must be positive, got {dimension}")
     terms = {"type": "text", "analyzer": "whitespace"}
     return {
-        "settings": {"index": {"number_of_shards": 1, "number_of_replicas": 0}},
+        # one replica as soon as a second node is there to hold it (a lone node stays green with none)
+        "settings": {"index": {"number_of_shards": 1, "auto_expand_replicas": "0-1"}},
         "mappings": {
             "dynamic": "strict",
             "_meta": {

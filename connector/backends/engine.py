@@ -340,12 +340,17 @@ class EngineBackend(Backend, ABC):
                 raise self._missing()
             if error:
                 raise ConnectorError(f"{self.names.engine} search failed: {error}")
+            partial = shared.shard_failure(response, self.names.engine)
+            if partial is not None:
+                raise BackendUnavailableError(partial)
         return responses
 
     def bm25(self, query: str, size: int, filters: Filters | None = None) -> list[LegHit]:
         body = self._bm25_body(query, size, filters)
-        return shared.parse_leg(self._call(lambda: self._search_raw(body), "search"), vector_leg=False)
+        response = self._checked([self._call(lambda: self._search_raw(body), "search")])[0]
+        return shared.parse_leg(response, vector_leg=False)
 
     def knn(self, vector: Vector, size: int, filters: Filters | None = None) -> list[LegHit]:
         body = self._knn_body(vector, size, filters)
-        return shared.parse_leg(self._call(lambda: self._search_raw(body), "search"), vector_leg=True)
+        response = self._checked([self._call(lambda: self._search_raw(body), "search")])[0]
+        return shared.parse_leg(response, vector_leg=True)

@@ -36,6 +36,27 @@ def engine_hosts(url: str) -> list[str]:
     return hosts
 
 
+def shard_failure(response: Mapping[str, Any], engine: str) -> str | None:
+    """What a search answered from only some of its shards says (None when every shard answered): a
+    partial hit list would otherwise pass for the whole one, e.g. while a node of a cluster is down and its
+    shards have no replica."""
+    shards = response.get("_shards")
+    if not isinstance(shards, Mapping) or not shards.get("failed"):
+        return None
+    reasons = sorted(
+        {
+            str(failure.get("reason", {}).get("type", "unknown"))
+            for failure in shards.get("failures", [])
+            if isinstance(failure, Mapping) and isinstance(failure.get("reason", {}), Mapping)
+        }
+    )
+    return (
+        f"{engine} answered from {shards.get('successful', '?')} of {shards.get('total', '?')} shards "
+        f"({shards['failed']} failed: {', '.join(reasons) or 'no reason given'}); the hits would be "
+        "incomplete, so the search is refused: retry, and give the index a replica on a cluster"
+    )
+
+
 def index_name_problem(index_name: str) -> str | None:
     """Why `index_name` cannot be an alias we manage, or None when it can."""
     if not index_name or index_name != index_name.lower() or VERSIONED.match(index_name):

@@ -33,7 +33,7 @@ from tests.conftest import REPO
 
 pytestmark = [
     pytest.mark.integration,
-    # pytest.mark.cluster,  # on once pyproject registers the marker (--strict-markers refuses it before)
+    pytest.mark.cluster,
     pytest.mark.skipif(
         os.environ.get("HYBRID_RERANK_CLUSTER_TESTS") != "1",
         reason="the three-node cluster tests run only with HYBRID_RERANK_CLUSTER_TESTS=1 (docs/cluster.md)",
@@ -104,15 +104,17 @@ def corpus(n: int, prefix: str) -> tuple[list[Document], np.ndarray]:
 
 @pytest.fixture
 def replicated(client: OpenSearch, cluster_urls: list[str]) -> Iterator[tuple[OpenSearchBackend, str]]:
-    """A fresh index through the connector, given one replica (mappings/index.json fixes 0) and green:
-    a primary and a replica on two of the three nodes."""
+    """A fresh index through the connector, green: a primary and the replica that the mapping's
+    auto_expand_replicas gives it, on two of the three nodes."""
     alias = f"cluster-{uuid.uuid4().hex[:10]}"
     backend = OpenSearchBackend(client, alias, url=",".join(cluster_urls), chunk_docs=100)
     backend.create_index("random-unit-vectors", DIM)
     concrete = f"{alias}-v1"
     try:
-        client.indices.put_settings(index=concrete, body={"index": {"number_of_replicas": 1}})
+        # the mapping's auto_expand_replicas ("0-1") gives the index its replica on a cluster by itself
         assert wait_green(client, concrete)["status"] == "green"
+        settings = client.indices.get_settings(index=concrete)[concrete]["settings"]["index"]
+        assert settings["number_of_replicas"] == "1", settings
         yield backend, concrete
     finally:
         client.indices.delete(index=f"{alias}-v*", ignore_unavailable=True)

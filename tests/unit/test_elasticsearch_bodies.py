@@ -16,7 +16,7 @@ SOURCE = ["doc_id", "title", "text", "metadata"]
 def test_index_body_is_whitespace_term_fields_and_an_hnsw_cosine_dense_vector() -> None:
     terms = {"type": "text", "analyzer": "whitespace"}
     assert bodies.index_body(dimension=4, embedding_model="m", m=24, ef_construction=200) == {
-        "settings": {"index": {"number_of_shards": 1, "number_of_replicas": 0}},
+        "settings": {"index": {"number_of_shards": 1, "auto_expand_replicas": "0-1"}},
         "mappings": {
             "dynamic": "strict",
             "_meta": {

@@ -148,7 +148,7 @@ def test_a_comma_separated_url_gives_the_client_every_node() -> None:
     with pytest.raises(ValueError, match="no node URL"):
         engine_hosts(" , ")
     client = opensearch.make_client("http://127.0.0.1:9270,http://127.0.0.1:9271")
-    assert [c.host for c in client.transport.connection_pool.connections] == [
+    assert sorted(c.host for c in client.transport.connection_pool.connections) == [  # pool order is random
         "http://127.0.0.1:9270",
         "http://127.0.0.1:9271",
     ]
@@ -157,3 +157,23 @@ def test_a_comma_separated_url_gives_the_client_every_node() -> None:
         "http://127.0.0.1:9270",
         "http://127.0.0.1:9271",
     ]
+
+
+def test_a_search_answered_by_only_some_shards_is_named_not_passed_off_as_whole() -> None:
+    from hybrid_rerank.connector.backends.engine_bodies import shard_failure
+
+    assert shard_failure({"_shards": {"total": 1, "successful": 1, "failed": 0}}, "OpenSearch") is None
+    assert shard_failure({"hits": {}}, "OpenSearch") is None
+    partial = {
+        "_shards": {
+            "total": 3,
+            "successful": 2,
+            "failed": 1,
+            "failures": [{"shard": 0, "reason": {"type": "node_not_connected_exception"}}],
+        }
+    }
+    message = shard_failure(partial, "Elasticsearch") or ""
+    assert message.startswith(
+        "Elasticsearch answered from 2 of 3 shards (1 failed: node_not_connected_exception)"
+    )
+    assert "retry" in message

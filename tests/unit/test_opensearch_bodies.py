@@ -164,7 +164,8 @@ def test_index_body_is_the_json_file_with_parameters() -> None:
     body = mappings.index_body(dimension=384, embedding_model="m", analyzer="cjk", m=24, ef_construction=256)
     template = mappings.load("index.json")
     assert body["settings"] == template["settings"]
-    assert body["settings"]["index"]["number_of_replicas"] == 0
+    assert body["settings"]["index"]["auto_expand_replicas"] == "0-1"  # a replica once a node can hold it
+    assert "number_of_replicas" not in body["settings"]["index"]
     properties = body["mappings"]["properties"]
     assert properties["title"]["analyzer"] == properties["text"]["analyzer"] == "cjk"
     assert properties["embedding"] == {
