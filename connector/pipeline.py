@@ -14,12 +14,14 @@ from typing import Literal
 
 from hybrid_rerank.connector.backends.base import Backend, Filters, Vector, check_index_matches
 from hybrid_rerank.connector.documents import Document
-from hybrid_rerank.connector.embedder import Embedder, ProgressCallback
+from hybrid_rerank.connector.embedder import Embedder, ProgressCallback, check_passage_prompt
 from hybrid_rerank.connector.errors import IndexMissingError, InvalidQueryError
 from hybrid_rerank.connector.fusion import FusionMethod
+from hybrid_rerank.connector.language import LanguageGuard, LanguagePlan
 from hybrid_rerank.connector.stages import (
     FusionOptions,
     PoolEntry,
+    bm25_pool,
     first_stage_ranking,
     fuse_recall,
     pool_from_server,
@@ -29,6 +31,17 @@ from hybrid_rerank.connector.stages import (
 )
 from hybrid_rerank.workers.client import Reranker
 from hybrid_rerank.workers.protocol import Candidate, RerankOutcome
+
+# The pipeline's own `rerank_fallback` codes, beside the reranker's (`workers.protocol.FALLBACK_CODES`): a
+# Prometheus label and a field of API replies, so the set is fixed (a test pins it).
+PIPELINE_FALLBACK_CODES = (
+    "turned_off",
+    "no_model",
+    "depth_zero",
+    "no_candidates",
+    "language",
+    "missing_scores",
+)
 
 
 @dataclass(frozen=True)
@@ -75,11 +88,14 @@ class SearchResult:
     rerank_note: str | None  # why the result is not reranked, when it is not
     timings_ms: dict[str, float] = field(default_factory=dict)
     candidates: int = 0  # size of the fused candidate pool
-    # A bounded label for why not reranked (metrics count fallbacks by it): the outcome's code, or the
-    # pipeline's own ("turned_off", "no_model", "depth_zero", "no_candidates", "missing_scores").
+    # A bounded label for why not reranked (metrics count fallbacks by it): the outcome's code, or one of
+    # PIPELINE_FALLBACK_CODES ("language": the reranker does not read the query's language).
     rerank_fallback: str | None = None
     first_stage: list[Hit] = field(default_factory=list)  # the same page in first-stage (fused) order
     cached_scores: int = 0  # rerank scores that came from the score cache
+    language: str | None = None  # the query's language or script as the guard read it (None: guard off)
+    bm25_only: bool = False  # the bi-encoder does not read the query's language: BM25 alone, no fusion
+    language_note: str | None = None  # what the language guard changed, when it changed something
 
     def to_json(self, *, include_first_stage: bool = False) -> dict[str, object]:
         reply: dict[str, object] = {
@@ -89,6 +105,9 @@ class SearchResult:
             "rerank_fallback": self.rerank_fallback,
             "timings_ms": {name: round(ms, 3) for name, ms in self.timings_ms.items()},
             "candidates": self.candidates,
+            "language": self.language,
+            "bm25_only": self.bm25_only,
+            "language_note": self.language_note,
             "hits": [hit_json(h) for h in self.hits],
         }
         if include_first_stage:
@@ -121,11 +140,14 @@ class SearchPipeline:
         embedder: Embedder,
         reranker: Reranker | None,
         options: SearchOptions | None = None,
+        language_guard: LanguageGuard | None = None,
     ) -> None:
+        """`language_guard`: None trusts the models with every query (LANGUAGE_GUARD=false)."""
         self.backend = backend
         self.embedder = embedder
         self.reranker = reranker
         self.options = options or SearchOptions()
+        self.language_guard = language_guard
         self._index_checked = False
 
     def _check_index(self) -> None:
@@ -134,6 +156,7 @@ class SearchPipeline:
         info = self.backend.index_info()
         if info is None:
             raise IndexMissingError("the index does not exist yet; run `hybrid-rerank index PATH` first")
+        check_passage_prompt(info.name, info.embedding_model, self.embedder.model_name)
         check_index_matches(info, self.embedder.model_name, self.embedder.dimension)
         self._index_checked = True
 
@@ -153,14 +176,15 @@ class SearchPipeline:
         top_k = self._checked_k(query, k, offset)
         started = time.perf_counter()
         timings: dict[str, float] = {}
-        pool = self._first_stage(query, filters, timings)
-        fallback = self._why_not_rerank(rerank, len(pool))
+        plan = self._plan(query)
+        pool = self._first_stage(query, filters, timings, plan)
+        fallback = self._why_not_rerank(rerank, len(pool), plan)
         outcome = None
         if fallback is None:
             assert self.reranker is not None
             with _timed(timings, "rerank"):
                 outcome = self.reranker.rerank(query, self._head(pool), deadline_ms=deadline_ms)
-        return self._assemble(query, pool, outcome, fallback, timings, started, top_k, offset)
+        return self._assemble(query, pool, outcome, fallback, timings, started, top_k, offset, plan)
 
     def search_many(
         self,
@@ -177,10 +201,13 @@ class SearchPipeline:
         started: list[float] = []
         timings: list[dict[str, float]] = [{} for _ in queries]
         pools: list[list[PoolEntry]] = []
-        for query, query_timings in zip(queries, timings, strict=True):
+        plans = [self._plan(query) for query in queries]
+        for query, query_timings, plan in zip(queries, timings, plans, strict=True):
             started.append(time.perf_counter())  # "total" then includes the wait for the batch
-            pools.append(self._first_stage(query, filters, query_timings))
-        notes = [self._why_not_rerank(rerank, len(pool)) for pool in pools]
+            pools.append(self._first_stage(query, filters, query_timings, plan))
+        notes = [
+            self._why_not_rerank(rerank, len(pool), plan) for pool, plan in zip(pools, plans, strict=True)
+        ]
         todo = [i for i, fallback in enumerate(notes) if fallback is None]
         outcomes: list[RerankOutcome | None] = [None] * len(queries)
         if todo:
@@ -189,9 +216,9 @@ class SearchPipeline:
             for i, outcome in zip(todo, self.reranker.rerank_many(requests, progress=progress), strict=True):
                 outcomes[i] = outcome
         return [
-            self._assemble(q, pool, outcome, note, t, start, size, 0)
-            for q, pool, outcome, note, t, start, size in zip(
-                queries, pools, outcomes, notes, timings, started, sizes, strict=True
+            self._assemble(q, pool, outcome, note, t, start, size, 0, plan)
+            for q, pool, outcome, note, t, start, size, plan in zip(
+                queries, pools, outcomes, notes, timings, started, sizes, plans, strict=True
             )
         ]
 
@@ -206,8 +233,16 @@ class SearchPipeline:
         self._check_index()
         return top_k
 
-    def _first_stage(self, query: str, filters: Filters | None, timings: dict[str, float]) -> list[PoolEntry]:
-        """The fused candidate pool, best first."""
+    def _plan(self, query: str) -> LanguagePlan | None:
+        return self.language_guard.plan(query) if self.language_guard is not None else None
+
+    def _first_stage(
+        self, query: str, filters: Filters | None, timings: dict[str, float], plan: LanguagePlan | None
+    ) -> list[PoolEntry]:
+        """The fused candidate pool, best first; the BM25 leg alone when the bi-encoder cannot read it."""
+        if plan is not None and not plan.dense:
+            with _timed(timings, "recall"), _timed(timings, "bm25"):
+                return bm25_pool(self.backend.bm25(query, self.options.recall_depth, filters))
         with _timed(timings, "embed_query"):
             query_vector = self.embedder.embed_query(query)
         if self.options.hybrid_mode == "server":
@@ -227,6 +262,7 @@ class SearchPipeline:
         started: float,
         top_k: int,
         offset: int,
+        plan: LanguagePlan | None = None,
     ) -> SearchResult:
         """`fallback` is (code, note) when the pipeline did not ask for a rerank."""
         by_id = {entry.id: entry for entry in pool}
@@ -282,6 +318,9 @@ class SearchPipeline:
             rerank_fallback=code,
             first_stage=page(first_order, {}),
             cached_scores=outcome.cached if outcome is not None and fallback is None else 0,
+            language=plan.language if plan is not None else None,
+            bm25_only=plan is not None and not plan.dense,
+            language_note=plan.note if plan is not None else None,
         )
 
     def _client_hybrid(
@@ -309,7 +348,9 @@ class SearchPipeline:
             )
         return pool_from_server(results)
 
-    def _why_not_rerank(self, requested: bool, pool: int) -> tuple[str, str] | None:
+    def _why_not_rerank(
+        self, requested: bool, pool: int, plan: LanguagePlan | None
+    ) -> tuple[str, str] | None:
         """(code, note) when this query is not sent to the reranker, else None."""
         if not requested:
             return "turned_off", "reranking turned off for this query"
@@ -319,6 +360,8 @@ class SearchPipeline:
             return "depth_zero", "RERANK_DEPTH is 0"
         if pool == 0:
             return "no_candidates", "no candidates to rerank"
+        if plan is not None and plan.rerank_note is not None:
+            return "language", plan.rerank_note
         return None
 
 

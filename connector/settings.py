@@ -16,7 +16,8 @@ from pydantic_settings import NoDecode
 
 from hybrid_rerank.connector.errors import ConfigurationError
 from hybrid_rerank.connector.fusion import FusionMethod
-from hybrid_rerank.workers.settings import WorkerSettings, settings_problems
+from hybrid_rerank.connector.language import parse_languages
+from hybrid_rerank.workers.settings import WorkerSettings, comma_list, settings_problems
 
 EmbeddingBackendName = Literal["auto", "torch", "torch-bf16", "onnx", "onnx-int8"]
 
@@ -67,6 +68,17 @@ class Settings(WorkerSettings):
     embedding_backend: EmbeddingBackendName = "auto"
     embedding_token_budget: int = Field(16384, ge=16, description="ONNX backends: padded tokens per call")
     embedding_query_cache: int = Field(1024, ge=0, description="query embeddings kept in an LRU cache")
+    # Prompts (e5: "query: " / "passage: "); unset: the folder's config_sentence_transformers.json, "" none.
+    embedding_query_prompt: str | None = Field(None, description="prepended to every query")
+    embedding_passage_prompt: str | None = Field(None, description="prepended to every indexed document")
+    embedding_languages: Annotated[list[str] | None, NoDecode] = Field(
+        None,
+        description="comma-separated ISO 639-1 codes the bi-encoder reads (* = any); unset: its model card's",
+    )
+    # A query in a language the bi-encoder does not read is searched by BM25 alone; one the reranker does
+    # not read is not reranked (rerank_fallback "language"). CMRC 2018 (Chinese) with the English defaults:
+    # see docs/languages.md.
+    language_guard: bool = True
 
     # Search pipeline: N candidates per recall leg, M reranked, k returned.
     recall_depth: int = Field(100, gt=0)
@@ -97,6 +109,16 @@ class Settings(WorkerSettings):
         if isinstance(value, str):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
         return value
+
+    @field_validator("embedding_languages", mode="before")
+    @classmethod
+    def _embedding_language_list(cls, value: object) -> object:
+        return comma_list(value)
+
+    @field_validator("embedding_languages", "rerank_languages")
+    @classmethod
+    def _language_codes(cls, value: list[str] | None) -> list[str] | None:
+        return list(parse_languages(value)) if value is not None else None
 
     @field_validator(
         "opensearch_url",
@@ -197,6 +219,7 @@ class Settings(WorkerSettings):
             "rerank_model": self.rerank_model or "off",
             "depths": f"recall {self.recall_depth}, rerank {self.rerank_depth}, top {self.top_k}",
             "fusion": self.fusion,
+            "language_guard": "on" if self.language_guard else "off",
         }
 
 

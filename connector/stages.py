@@ -70,6 +70,14 @@ def pool_from_server(hits: Sequence[HybridHit]) -> list[PoolEntry]:
     ]
 
 
+def bm25_pool(hits: Sequence[LegHit]) -> list[PoolEntry]:
+    """The BM25 leg alone as the pool (a query the bi-encoder does not read); its raw score is the score."""
+    return [
+        PoolEntry(h.document, h.score, rank, (rank, h.score), (None, None))
+        for rank, h in enumerate(hits, start=1)
+    ]
+
+
 def rerank_head(pool: Sequence[PoolEntry], depth: int) -> list[Candidate]:
     """The top `depth` candidates as the reranker reads them."""
     return [Candidate(entry.id, entry.document.full_text) for entry in pool[:depth]]

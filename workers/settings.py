@@ -6,10 +6,10 @@ variable names configures both sides. Build it at an entry point and pass plain 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from hybrid_rerank.workers.errors import ConfigurationError
 
@@ -71,6 +71,10 @@ class WorkerSettings(BaseSettings):
     rerank_remote_model: str | None = Field(
         None, description="the model name sent to the API, if it wants one"
     )
+    rerank_languages: Annotated[list[str] | None, NoDecode] = Field(
+        None,
+        description="comma-separated ISO 639-1 codes the reranker reads (* = any); unset: its model card's",
+    )
 
     # Celery dispatch (with REDIS_URL).
     rerank_deadline_ms: int = Field(3000, gt=0, description="past it, search returns the first-stage order")
@@ -108,9 +112,22 @@ class WorkerSettings(BaseSettings):
             return None
         return value
 
+    @field_validator("rerank_languages", mode="before")
+    @classmethod
+    def _language_list(cls, value: object) -> object:
+        return comma_list(value)
+
     @property
     def uses_celery(self) -> bool:
         return self.redis_url is not None
+
+
+def comma_list(value: object) -> object:
+    """A comma-separated environment value as a list; blank means unset (None)."""
+    if isinstance(value, str):
+        items = [item.strip() for item in value.split(",") if item.strip()]
+        return items or None
+    return value
 
 
 def load_worker_settings(**overrides: object) -> WorkerSettings:

@@ -1,14 +1,16 @@
-"""The bi-encoder's backends on the real all-MiniLM-L6-v2, and its query cache."""
+"""The bi-encoder's backends on the real all-MiniLM-L6-v2, its query cache, and query/passage prompts."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from hybrid_rerank.connector.embedder import Embedder
+from hybrid_rerank.connector.documents import Document
+from hybrid_rerank.connector.embedder import Embedder, declared_prompts
 from hybrid_rerank.connector.errors import ModelLoadError
 
 TEXTS = [
@@ -19,9 +21,26 @@ TEXTS = [
 ]
 
 
+def by_hand(embedder: Embedder, texts: list[str]) -> Any:
+    """sentence-transformers' own encode of exactly these strings, normalized."""
+    return embedder.model.encode(texts, normalize_embeddings=True, show_progress_bar=False)
+
+
 def test_onnx_backends_agree_with_sentence_transformers(embedder: Embedder, tmp_path: Path) -> None:
     reference = embedder.embed_texts(TEXTS)
-    fp32 = Embedder(embedder.model_name, backend="onnx", cache_dir=tmp_path).embed_texts(TEXTS)
+    onnx = Embedder(
+        embedder.model_name,
+        backend="onnx",
+        cache_dir=tmp_path,
+        query_prompt="query: ",
+        passage_prompt="doc: ",
+    )
+    # The ONNX backend reads the prompts too: what it embeds is the prompted text.
+    document = Document("d", "moon phases", "Title")
+    prompted = by_hand(embedder, ["query: moon phases", "doc: " + document.full_text])
+    assert np.sum(onnx.embed_queries(["moon phases"])[0] * prompted[0]) > 0.9999
+    assert np.sum(onnx.embed_documents([document])[0] * prompted[1]) > 0.9999
+    fp32 = onnx.embed_texts(TEXTS)
     int8 = Embedder(embedder.model_name, backend="onnx-int8", cache_dir=tmp_path).embed_texts(TEXTS)
     assert fp32.shape == reference.shape == int8.shape
     assert np.allclose(np.linalg.norm(int8, axis=1), 1.0, atol=1e-4)
@@ -45,6 +64,50 @@ def test_repeated_queries_come_from_the_lru_cache(embedder: Embedder) -> None:
     cached.embed_query("steak")
     cached.embed_query("vitamin d")
     assert cached.query_cache_entries == 2  # the oldest was evicted
+
+
+def test_prompts_come_from_the_folder_and_are_prepended_to_queries_and_passages(
+    embedder: Embedder, tmp_path: Path
+) -> None:
+    """An e5-style folder declaring its prompts (the loaded MiniLM stands in for its weights)."""
+    (tmp_path / "config_sentence_transformers.json").write_text(
+        json.dumps({"prompts": {"query": "query: ", "document": "passage: "}})
+    )
+    e5 = Embedder(str(tmp_path))
+    e5._model = embedder.model
+    assert (e5.query_prompt, e5.passage_prompt) == ("query: ", "passage: ")
+    assert e5.model_name == f"{tmp_path} (passage prompt 'passage: ')"  # what an index records
+    assert e5.cache_name != Embedder(str(tmp_path), passage_prompt="").cache_name
+    query = e5.embed_query("moon phases")
+    assert np.allclose(query, by_hand(embedder, ["query: moon phases"])[0], atol=1e-6)
+    assert np.allclose(
+        query, embedder.model.encode("moon phases", prompt="query: ", normalize_embeddings=True)
+    )
+    assert np.sum(query * by_hand(embedder, ["moon phases"])[0]) < 0.99  # the prompt changed the vector
+    moon = Document("d", "moon phases", "Moon")
+    document = e5.embed_documents([moon])[0]
+    assert np.allclose(document, by_hand(embedder, ["passage: " + moon.full_text])[0], atol=1e-6)
+    assert np.allclose(e5.embed_queries(["moon phases"])[0], query, atol=1e-6)
+    # The query cache is keyed by the prompted text: another prompt is another entry, not a stale hit.
+    e5.query_prompt = ""
+    assert np.allclose(e5.embed_query("moon phases"), by_hand(embedder, ["moon phases"])[0], atol=1e-6)
+    assert list(e5._queries) == ["query: moon phases", "moon phases"]
+    # Settings win over the folder, and "" means no prompt.
+    plain = Embedder(str(tmp_path), query_prompt="", passage_prompt="")
+    assert (plain.query_prompt, plain.passage_prompt, plain.model_name) == ("", "", str(tmp_path))
+    bge = Embedder(str(tmp_path), query_prompt="Represent this sentence for searching relevant passages: ")
+    assert bge.query_prompt.startswith("Represent") and bge.passage_prompt == "passage: "
+
+
+def test_declared_prompts_read_passage_or_document_and_default_to_none(
+    embedder: Embedder, tmp_path: Path
+) -> None:
+    assert declared_prompts(embedder.source.location) == ("", "")  # all-MiniLM-L6-v2 declares none
+    assert embedder.model_name == "all-MiniLM-L6-v2" and embedder.query_prompt == ""
+    (tmp_path / "config_sentence_transformers.json").write_text(json.dumps({"prompts": {"passage": "p: "}}))
+    assert declared_prompts(str(tmp_path)) == ("", "p: ")
+    (tmp_path / "config_sentence_transformers.json").write_text("{not json")
+    assert declared_prompts(str(tmp_path)) == ("", "")
 
 
 def test_unknown_backend_is_refused() -> None:

@@ -542,6 +542,9 @@ def test_the_json_form_holds_every_stage() -> None:
         "rerank_fallback": None,
         "timings_ms": {"recall": 1.235, "total": 2.0},
         "candidates": 7,
+        "language": None,
+        "bm25_only": False,
+        "language_note": None,
         "hits": [
             {
                 "rank": 1,

@@ -82,3 +82,36 @@ def test_rerank_depth_cannot_exceed_recall_depth(monkeypatch: pytest.MonkeyPatch
 def test_redact_url_leaves_password_free_urls_alone() -> None:
     assert redact_url("redis://localhost:6379/0") == "redis://localhost:6379/0"
     assert redact_url("redis://user:pw@h:1/2") == "redis://user:***@h:1/2"
+
+
+def test_prompts_languages_and_the_guard_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in (
+        "EMBEDDING_QUERY_PROMPT",
+        "EMBEDDING_PASSAGE_PROMPT",
+        "EMBEDDING_LANGUAGES",
+        "RERANK_LANGUAGES",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("LANGUAGE_GUARD", raising=False)
+    default = load_settings(_env_file=None)
+    assert (default.embedding_query_prompt, default.embedding_passage_prompt) == (None, None)  # the folder's
+    assert (default.embedding_languages, default.rerank_languages, default.language_guard) == (
+        None,
+        None,
+        True,
+    )
+    monkeypatch.setenv("EMBEDDING_QUERY_PROMPT", "query: ")
+    monkeypatch.setenv("EMBEDDING_PASSAGE_PROMPT", "")  # explicitly none, whatever the folder declares
+    monkeypatch.setenv("EMBEDDING_LANGUAGES", " en , ZH-cn ")
+    monkeypatch.setenv("RERANK_LANGUAGES", "*")
+    monkeypatch.setenv("LANGUAGE_GUARD", "false")
+    settings = load_settings(_env_file=None)
+    assert (settings.embedding_query_prompt, settings.embedding_passage_prompt) == ("query: ", "")
+    assert (settings.embedding_languages, settings.rerank_languages) == (["en", "zh-cn"], ["*"])
+    assert settings.language_guard is False and settings.describe()["language_guard"] == "off"
+
+
+def test_a_language_that_is_not_a_code_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RERANK_LANGUAGES", "en,Chinese")
+    with pytest.raises(ConfigurationError, match=r"RERANK_LANGUAGES: .*'Chinese' is not an ISO 639-1"):
+        load_settings(_env_file=None)

@@ -10,6 +10,7 @@ from hybrid_rerank.connector.backends.base import HybridHit, LegHit, Recall
 from hybrid_rerank.connector.documents import Document
 from hybrid_rerank.connector.stages import (
     FusionOptions,
+    bm25_pool,
     first_stage_ranking,
     fuse_recall,
     pool_from_server,
@@ -85,3 +86,12 @@ def test_the_head_is_the_top_m_as_the_reranker_reads_it() -> None:
     assert (pool[0].bm25, pool[0].vector, pool[1].fused_score) == ((None, None), (None, 0.5), 0.5)
     head = rerank_head(pool, 2)
     assert [(c.id, c.text) for c in head] == [("a", doc("a").full_text), ("b", doc("b").full_text)]
+
+
+def test_the_bm25_pool_is_the_bm25_leg_with_its_raw_scores() -> None:
+    pool = bm25_pool([LegHit(doc("a"), 7.5), LegHit(doc("b"), 2.0)])
+    assert [(e.id, e.fused_score, e.fused_rank, e.bm25, e.vector) for e in pool] == [
+        ("a", 7.5, 1, (1, 7.5), (None, None)),
+        ("b", 2.0, 2, (2, 2.0), (None, None)),
+    ]
+    assert bm25_pool([]) == []
