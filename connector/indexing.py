@@ -8,12 +8,14 @@ rerun skips it without embedding it again.
 from __future__ import annotations
 
 import time
-from collections.abc import Container, Iterable, Iterator, Sequence
+from bisect import bisect_right
+from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from itertools import islice
+from itertools import accumulate, islice
 from typing import TypeVar
 
-from hybrid_rerank.connector.backends.base import Backend, BulkReport
+from hybrid_rerank.connector.backends.base import Backend, BulkReport, Passage, Vector
+from hybrid_rerank.connector.chunking import PassageSplitter
 from hybrid_rerank.connector.documents import Document
 from hybrid_rerank.connector.embedder import Embedder, ProgressCallback
 from hybrid_rerank.connector.errors import DocumentFailure
@@ -34,6 +36,7 @@ class IndexReport:
     embedded: int = 0
     unchanged: int = 0
     deleted: int = 0
+    passages: int = 0  # vectors written on a passage index (one per passage)
 
 
 @dataclass
@@ -42,6 +45,7 @@ class _Totals:
     embedded: int = 0
     unchanged: int = 0
     written: int = 0
+    passages: int = 0
     failures: list[DocumentFailure] = field(default_factory=list)
     embed_seconds: float = 0.0
     write_seconds: float = 0.0
@@ -70,21 +74,24 @@ def index_documents(
     batch_size: int = DEFAULT_BATCH_SIZE,
     total: int | None = None,
     progress: ProgressCallback | None = None,
+    passages: PassageSplitter | None = None,
 ) -> IndexReport:
     """Create (or check) the index for the embedder's model, then write `documents` batch by batch with
     their vectors and content hashes. `incremental` (ignored with `recreate`): skip documents the index
     holds with the same content hash, without embedding them. `progress(done, total)` counts documents
-    handled (skipped, embedded or written); `total` defaults to the length of a sequence.
+    handled (skipped, embedded or written); `total` defaults to the length of a sequence. `passages`: a
+    passage index, each document cut by the splitter and embedded passage by passage.
 
     The model and dimension are checked before any embedding work, so a mismatch fails fast."""
-    backend.create_index(embedder.model_name, embedder.dimension, recreate=recreate)
+    layout = passages.label if passages is not None else ""
+    backend.create_index(embedder.model_name, embedder.dimension, recreate=recreate, passages=layout)
     if total is None and isinstance(documents, Sequence):
         total = len(documents)
     totals = _Totals()
     for batch in batched(documents, batch_size):
         report_batch = _within(progress, totals.documents, len(batch), total)
         hashed = [doc.hashed() for doc in batch]
-        _index_batch(backend, embedder, hashed, incremental and not recreate, totals, report_batch)
+        _index_batch(backend, embedder, hashed, incremental and not recreate, totals, report_batch, passages)
         totals.documents += len(batch)
         report_batch(len(batch), len(batch))
     backend.commit()
@@ -96,6 +103,7 @@ def index_documents(
         totals.write_seconds,
         embedded=totals.embedded,
         unchanged=totals.unchanged,
+        passages=totals.passages,
     )
 
 
@@ -116,6 +124,7 @@ def _index_batch(
     incremental: bool,
     totals: _Totals,
     progress: ProgressCallback,
+    splitter: PassageSplitter | None = None,
 ) -> None:
     todo = changed_documents(batch, backend.content_hashes([d.id for d in batch])) if incremental else batch
     skipped = len(batch) - len(todo)
@@ -123,14 +132,40 @@ def _index_batch(
     if not todo:
         return
     started = time.perf_counter()
-    vectors = embedder.embed_documents(todo, lambda done, _: progress(skipped + done, len(batch)))
+    spans: list[list[Passage]] | None = None
+    if splitter is None:
+        vectors = embedder.embed_documents(todo, lambda done, _: progress(skipped + done, len(batch)))
+    else:
+        spans = [splitter.spans(doc.text) for doc in todo]
+        vectors = _embed_passages(
+            embedder, splitter, todo, spans, lambda done: progress(skipped + done, len(batch))
+        )
+        totals.passages += len(vectors)
     embedded = time.perf_counter()
-    report = backend.bulk_index(todo, vectors)
+    report = backend.bulk_index(todo, vectors, spans)
     totals.embed_seconds += embedded - started
     totals.write_seconds += time.perf_counter() - embedded
     totals.embedded += len(todo)
     totals.written += report.written
     totals.failures.extend(report.failures)
+
+
+def _embed_passages(
+    embedder: Embedder,
+    splitter: PassageSplitter,
+    documents: list[Document],
+    spans: list[list[Passage]],
+    progress: Callable[[int], None],
+) -> Vector:
+    """One vector per passage, the documents' passages in order, through the embedder's `embed_documents`
+    (so its passage prompt applies); progress counts documents whose passages are all embedded."""
+    pieces = [
+        piece
+        for doc, its in zip(documents, spans, strict=True)
+        for piece in splitter.passage_documents(doc, its)
+    ]
+    ends = list(accumulate(len(its) for its in spans))
+    return embedder.embed_documents(pieces, lambda done, _: progress(bisect_right(ends, done)))
 
 
 def delete_documents(backend: Backend, ids: Iterable[str], batch_size: int = DEFAULT_BATCH_SIZE) -> int:

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
 
-from hybrid_rerank.connector.backends.base import Backend, Filters, Vector, check_index_matches
+from hybrid_rerank.connector.backends.base import Backend, Filters, Passage, Vector, check_index_matches
 from hybrid_rerank.connector.documents import Document
 from hybrid_rerank.connector.embedder import Embedder, ProgressCallback, check_passage_prompt
 from hybrid_rerank.connector.errors import IndexMissingError, InvalidQueryError
@@ -74,6 +74,7 @@ class Hit:
     bm25_rank: int | None = None
     vector_rank: int | None = None
     fused_rank: int = 0
+    passage: Passage | None = None  # on a passage index: where in the text the k-NN leg matched best
 
     @property
     def id(self) -> str:
@@ -116,7 +117,7 @@ class SearchResult:
 
 
 def hit_json(hit: Hit) -> dict[str, object]:
-    return {
+    reply: dict[str, object] = {
         "rank": hit.rank,
         "id": hit.id,
         "title": hit.document.title,
@@ -131,6 +132,9 @@ def hit_json(hit: Hit) -> dict[str, object]:
         },
         "ranks": {"bm25": hit.bm25_rank, "vector": hit.vector_rank, "fused": hit.fused_rank},
     }
+    if hit.passage is not None:  # a passage index: which passage matched (character offsets in the text)
+        reply["passage"] = hit.passage.to_json()
+    return reply
 
 
 class SearchPipeline:
@@ -302,6 +306,7 @@ class SearchPipeline:
                         bm25_rank=c.bm25[0],
                         vector_rank=c.vector[0],
                         fused_rank=c.fused_rank,
+                        passage=c.passage,
                     )
                 )
             return hits

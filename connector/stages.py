@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from hybrid_rerank.connector.backends.base import HybridHit, LegHit, Recall
+from hybrid_rerank.connector.backends.base import HybridHit, LegHit, Passage, Recall
 from hybrid_rerank.connector.documents import Document
 from hybrid_rerank.connector.fusion import FusionMethod, fuse, interpolate
 from hybrid_rerank.workers.protocol import Candidate
@@ -35,6 +35,7 @@ class PoolEntry:
     fused_rank: int
     bm25: tuple[int | None, float | None] = (None, None)
     vector: tuple[int | None, float | None] = (None, None)
+    passage: Passage | None = None  # the best passage, as the k-NN leg of a passage index matched it
 
     @property
     def id(self) -> str:
@@ -56,8 +57,16 @@ def fuse_recall(recall: Recall, options: FusionOptions) -> list[PoolEntry]:
     documents = {h.document.id: h.document for h in [*recall.bm25, *recall.knn]}
     bm25 = {h.document.id: (rank, h.score) for rank, h in enumerate(recall.bm25, start=1)}
     knn = {h.document.id: (rank, h.score) for rank, h in enumerate(recall.knn, start=1)}
+    passages = {h.document.id: h.passage for h in recall.knn}
     return [
-        PoolEntry(documents[f.id], f.score, rank, bm25.get(f.id, (None, None)), knn.get(f.id, (None, None)))
+        PoolEntry(
+            documents[f.id],
+            f.score,
+            rank,
+            bm25.get(f.id, (None, None)),
+            knn.get(f.id, (None, None)),
+            passages.get(f.id),
+        )
         for rank, f in enumerate(fused, start=1)
     ]
 
@@ -80,7 +89,20 @@ def bm25_pool(hits: Sequence[LegHit]) -> list[PoolEntry]:
 
 def rerank_head(pool: Sequence[PoolEntry], depth: int) -> list[Candidate]:
     """The top `depth` candidates as the reranker reads them."""
-    return [Candidate(entry.id, entry.document.full_text) for entry in pool[:depth]]
+    return [Candidate(entry.id, candidate_text(entry.document, entry.passage)) for entry in pool[:depth]]
+
+
+def candidate_text(document: Document, passage: Passage | None) -> str:
+    """What the reranker reads of a candidate: the title, then the matched passage first when the k-NN leg
+    of a passage index named one, then the rest of the text from after that passage on and the text before
+    it. A reranker reads its window (and with RERANK_MAX_PASSAGES, a few more) from the start, so it reads
+    the passage that made the document a candidate, not only the first few hundred tokens."""
+    if passage is None:
+        return document.full_text
+    text = document.text
+    rest = " ".join(part for part in (text[passage.end :].strip(), text[: passage.start].strip()) if part)
+    body = f"{text[passage.start : passage.end].strip()} {rest}".strip()
+    return f"{document.title}. {body}" if document.title else body
 
 
 def rerank_weight(override: float | None, tuned: float | None) -> float:

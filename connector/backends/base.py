@@ -30,11 +30,24 @@ Filters = Mapping[str, FilterValue]
 
 
 @dataclass(frozen=True)
+class Passage:
+    """Where one passage lies in its document's text: character offsets, `end` exclusive."""
+
+    start: int
+    end: int
+
+    def to_json(self) -> dict[str, int]:
+        return {"start": self.start, "end": self.end}
+
+
+@dataclass(frozen=True)
 class LegHit:
-    """One hit of one recall leg, with the leg's raw score."""
+    """One hit of one recall leg, with the leg's raw score; on a passage index the k-NN leg says which
+    passage of the document matched best (`passage`, None elsewhere)."""
 
     document: Document
     score: float
+    passage: Passage | None = None
 
 
 @dataclass(frozen=True)
@@ -64,6 +77,7 @@ class IndexInfo:
     embedding_model: str
     dimension: int
     count: int
+    passages: str = ""  # the passage layout ("200/50 tokens ..."); "" for one vector per document
 
 
 @dataclass(frozen=True)
@@ -88,12 +102,21 @@ class Backend(Protocol):
         """The index's build information, or None when it does not exist."""
         ...
 
-    def create_index(self, embedding_model: str, dimension: int, *, recreate: bool = False) -> IndexInfo:
-        """Create the index (or check that the existing one matches the model and dimension)."""
+    def create_index(
+        self, embedding_model: str, dimension: int, *, recreate: bool = False, passages: str = ""
+    ) -> IndexInfo:
+        """Create the index (or check that the existing one matches the model, dimension and passage
+        layout: `passages` labels it, "" for one vector per document)."""
         ...
 
-    def bulk_index(self, documents: Sequence[Document], vectors: Vector) -> BulkReport:
-        """Insert or replace documents by id, each with its embedding (one row per document)."""
+    def bulk_index(
+        self,
+        documents: Sequence[Document],
+        vectors: Vector,
+        passages: Sequence[Sequence[Passage]] | None = None,
+    ) -> BulkReport:
+        """Insert or replace documents by id with their embeddings: one row per document, or with
+        `passages` (a passage index) one row per passage, the documents' passages in order."""
         ...
 
     def delete(self, ids: Sequence[str]) -> int:
@@ -150,24 +173,44 @@ class Backend(Protocol):
         )
 
 
+@dataclass(frozen=True)
+class Embedded:
+    """One document ready to store: its vectors (one row, or one per passage) and passages (None: a
+    document-level vector)."""
+
+    document: Document
+    vectors: Vector  # (rows, dimension)
+    passages: list[Passage] | None = None
+
+
 def split_sendable(
-    documents: Sequence[Document], vectors: Vector, dimension: int | None = None
-) -> tuple[list[tuple[Document, Vector]], list[DocumentFailure]]:
-    """Pairs each document with its vector, setting aside those whose vector cannot be stored: non-finite
-    values (not even valid JSON) and, when `dimension` is given, the wrong length."""
-    if len(vectors) != len(documents):
-        raise ValueError(f"{len(documents)} documents but {len(vectors)} vectors")
-    accepted: list[tuple[Document, Vector]] = []
+    documents: Sequence[Document],
+    vectors: Vector,
+    dimension: int | None = None,
+    passages: Sequence[Sequence[Passage]] | None = None,
+) -> tuple[list[Embedded], list[DocumentFailure]]:
+    """Groups each document with its vector rows (one, or one per passage), setting aside those whose
+    vectors cannot be stored: non-finite values (not even valid JSON) and, when `dimension` is given, the
+    wrong length."""
+    counts = [1] * len(documents) if passages is None else [len(p) for p in passages]
+    if len(counts) != len(documents) or len(vectors) != sum(counts):
+        raise ValueError(f"{len(documents)} documents ({sum(counts)} vector rows) but {len(vectors)} vectors")
+    accepted: list[Embedded] = []
     failures: list[DocumentFailure] = []
-    for doc, vector in zip(documents, vectors, strict=True):
-        if dimension is not None and vector.shape != (dimension,):
+    start = 0
+    for position, (doc, count) in enumerate(zip(documents, counts, strict=True)):
+        rows = np.asarray(vectors[start : start + count])
+        start += count
+        if count == 0:
+            failures.append(DocumentFailure(doc.id, "no passage to store"))
+        elif dimension is not None and rows.shape[1:] != (dimension,):
             failures.append(
-                DocumentFailure(doc.id, f"vector has shape {vector.shape}, index expects ({dimension},)")
+                DocumentFailure(doc.id, f"vector has shape {rows.shape[1:]}, index expects ({dimension},)")
             )
-        elif not np.all(np.isfinite(vector)):
+        elif not np.all(np.isfinite(rows)):
             failures.append(DocumentFailure(doc.id, "vector has NaN or infinite values"))
         else:
-            accepted.append((doc, vector))
+            accepted.append(Embedded(doc, rows, None if passages is None else list(passages[position])))
     return accepted, failures
 
 
@@ -227,8 +270,18 @@ def parse_filter(expression: str) -> tuple[str, FilterValue]:
     return name, values if len(values) > 1 else values[0]
 
 
-def check_index_matches(info: IndexInfo, embedding_model: str, dimension: int) -> None:
-    """Refuse an embedding model whose vectors would not be comparable with the index's."""
+def check_index_matches(
+    info: IndexInfo, embedding_model: str, dimension: int, passages: str | None = None
+) -> None:
+    """Refuse an embedding model whose vectors would not be comparable with the index's, and (`passages`
+    given: an indexing run) a passage layout other than the index's, so the two are never mixed."""
+    if passages is not None and info.passages != passages:
+        built = f"passages {info.passages!r}" if info.passages else "one vector per document"
+        wanted = f"passages {passages!r}" if passages else "one vector per document"
+        raise IndexMismatchError(
+            f"index {info.name!r} was built with {built}, this run asks for {wanted}; index with the same "
+            "passage options, or re-index with --recreate"
+        )
     if info.dimension != dimension:
         raise IndexMismatchError(
             f"index {info.name!r} holds {info.dimension}-dimensional vectors from {info.embedding_model!r}, "

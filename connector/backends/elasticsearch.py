@@ -22,7 +22,7 @@ from elasticsearch import (
 from elasticsearch import helpers as bulk_helpers
 
 from hybrid_rerank.connector.backends import elasticsearch_bodies as bodies
-from hybrid_rerank.connector.backends.base import Filters, Vector
+from hybrid_rerank.connector.backends.base import Filters, Passage, Vector
 from hybrid_rerank.connector.backends.engine import EngineBackend, EngineOptions
 from hybrid_rerank.connector.backends.engine_bodies import (
     EngineFailure,
@@ -30,6 +30,7 @@ from hybrid_rerank.connector.backends.engine_bodies import (
     engine_hosts,
     error_reason,
     tls_detail,
+    with_passages,
 )
 from hybrid_rerank.connector.documents import Document
 
@@ -110,13 +111,14 @@ class ElasticsearchBackend(EngineBackend):
     def _meta_problem(self, meta: dict[str, Any]) -> str | None:
         return bodies.tokenizer_mismatch(meta)
 
-    def _index_body(self, embedding_model: str, dimension: int) -> dict[str, Any]:
-        return bodies.index_body(
+    def _index_body(self, embedding_model: str, dimension: int, passages: str) -> dict[str, Any]:
+        body = bodies.index_body(
             dimension=dimension,
             embedding_model=embedding_model,
             m=self.hnsw_m,
             ef_construction=self.hnsw_ef_construction,
         )
+        return with_passages(body, passages)
 
     def _create(self, index: str, body: dict[str, Any]) -> None:
         self.client.indices.create(index=index, settings=body["settings"], mappings=body["mappings"])
@@ -137,12 +139,16 @@ class ElasticsearchBackend(EngineBackend):
         return response
 
     def _bulk_actions(
-        self, index: str, documents: Sequence[Document], vectors: Sequence[Vector]
+        self,
+        index: str,
+        documents: Sequence[Document],
+        vectors: Sequence[Vector],
+        passages: Sequence[Sequence[Passage]] | None,
     ) -> Iterator[dict[str, Any]]:
-        return bodies.bulk_actions(index, documents, vectors)
+        return bodies.bulk_actions(index, documents, vectors, passages)
 
     def _bm25_body(self, query: str, size: int, filters: Filters | None) -> dict[str, Any]:
         return bodies.bm25_body(query, size, filters, self.title_boost)
 
-    def _knn_body(self, vector: Vector, size: int, filters: Filters | None) -> dict[str, Any]:
-        return bodies.knn_body(vector, size, filters)
+    def _knn_body(self, vector: Vector, size: int, filters: Filters | None, passages: bool) -> dict[str, Any]:
+        return bodies.knn_body(vector, size, filters, passages)

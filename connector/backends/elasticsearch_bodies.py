@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from hybrid_rerank.connector.backends import engine_bodies as shared
-from hybrid_rerank.connector.backends.base import Filters, Vector
+from hybrid_rerank.connector.backends.base import Filters, Passage, Vector
 from hybrid_rerank.connector.backends.engine_bodies import (
     LATER_FIELDS,
     SOURCE_FIELDS,
@@ -130,11 +130,13 @@ def match_query(query: str, filters: Filters | None, title_boost: float = 1.0) -
     return filtered(multi_match(terms, TERM_FIELDS["title"], TERM_FIELDS["text"], title_boost), filters)
 
 
-def knn_section(vector: Vector, size: int, filters: Filters | None) -> dict[str, Any]:
-    """The `knn` search option, with the filter applied during the HNSW search (not after it)."""
+def knn_section(vector: Vector, size: int, filters: Filters | None, passages: bool = False) -> dict[str, Any]:
+    """The `knn` search option, with the filter applied during the HNSW search (not after it).
+    `passages`: over the nested passage vectors (a document scored by its best passage, the filter on the
+    documents' own metadata), naming that passage in `inner_hits`."""
     k = min(size, MAX_K)
     body: dict[str, Any] = {
-        "field": VECTOR_FIELD,
+        "field": shared.PASSAGE_VECTOR_FIELD if passages else VECTOR_FIELD,
         "query_vector": [float(x) for x in vector],
         "k": k,
         "num_candidates": min(MAX_K, max(k, NUM_CANDIDATES)),
@@ -142,6 +144,8 @@ def knn_section(vector: Vector, size: int, filters: Filters | None) -> dict[str,
     query = filter_query(filters)
     if query:
         body["filter"] = query
+    if passages:
+        body["inner_hits"] = shared.inner_hits()
     return body
 
 
@@ -149,17 +153,23 @@ def bm25_body(query: str, size: int, filters: Filters | None, title_boost: float
     return {"size": size, "query": match_query(query, filters, title_boost), "_source": SOURCE_FIELDS}
 
 
-def knn_body(vector: Vector, size: int, filters: Filters | None) -> dict[str, Any]:
-    section = knn_section(vector, size, filters)
+def knn_body(vector: Vector, size: int, filters: Filters | None, passages: bool = False) -> dict[str, Any]:
+    section = knn_section(vector, size, filters, passages)
     return {"size": section["k"], "knn": section, "_source": SOURCE_FIELDS}
 
 
 def recall_msearch(
-    query: str, vector: Vector, size: int, filters: Filters | None, index: str, title_boost: float = 1.0
+    query: str,
+    vector: Vector,
+    size: int,
+    filters: Filters | None,
+    index: str,
+    title_boost: float = 1.0,
+    passages: bool = False,
 ) -> list[dict[str, Any]]:
     """One `_msearch` body: the BM25 leg, then the k-NN leg, under the same filters."""
     return shared.msearch(
-        index, bm25_body(query, size, filters, title_boost), knn_body(vector, size, filters)
+        index, bm25_body(query, size, filters, title_boost), knn_body(vector, size, filters, passages)
     )
 
 
@@ -169,7 +179,10 @@ def analysed_fields(doc: Document) -> dict[str, str]:
 
 
 def bulk_actions(
-    index: str, documents: Sequence[Document], vectors: Sequence[Vector]
+    index: str,
+    documents: Sequence[Document],
+    vectors: Sequence[Vector],
+    passages: Sequence[Sequence[Passage]] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Index (upsert by id) actions for the client's bulk helpers, with the analysed copies."""
-    return shared.bulk_actions(index, documents, vectors, analysed_fields)
+    return shared.bulk_actions(index, documents, vectors, analysed_fields, passages)

@@ -4,6 +4,11 @@ Like SQLite for a database project: no server, for a quick start and for tests. 
 
     DATA_DIR/INDEX_NAME/CURRENT            name of the live generation folder
     DATA_DIR/INDEX_NAME/gen-000003/        manifest.json, documents.jsonl, vectors.npy, terms.jsonl
+                                           (+ passages.npy on a passage index)
+
+A passage index (`manifest.passages` set) holds one vector row per passage: `vectors.npy` is the passage
+matrix and `passages.npy` gives each row's (document row, start, end); the k-NN leg scores a document by
+its best row.
 
 Loading reads JSON and a `.npy` array with `allow_pickle=False`, so it never executes code. Every write
 builds a new generation folder and then swaps `CURRENT` with an atomic rename, so a crash mid-write leaves
@@ -26,9 +31,11 @@ from rank_bm25 import BM25Okapi
 from hybrid_rerank.connector.backends.base import (
     Backend,
     BulkReport,
+    Embedded,
     Filters,
     IndexInfo,
     LegHit,
+    Passage,
     Recall,
     Vector,
     check_index_matches,
@@ -69,7 +76,8 @@ class EmbeddedBackend(Backend):
         self._documents: list[Document] = []
         self._terms: list[list[str]] = []  # BM25 terms per document, stored so a search need not re-tokenize
         self._row_of: dict[str, int] = {}
-        self._vectors: Vector = np.zeros((0, 0), dtype=np.float32)
+        self._rows: list[Embedded] = []  # per document row: its vectors (and passages)
+        self._matrix: tuple[Vector, np.ndarray] | None = None  # all vectors, and each one's document row
         self._bm25: LuceneBM25 | None = None
         self._unsaved = False
         self._load()
@@ -79,14 +87,16 @@ class EmbeddedBackend(Backend):
     def index_info(self) -> IndexInfo | None:
         return self._info
 
-    def create_index(self, embedding_model: str, dimension: int, *, recreate: bool = False) -> IndexInfo:
+    def create_index(
+        self, embedding_model: str, dimension: int, *, recreate: bool = False, passages: str = ""
+    ) -> IndexInfo:
         if self._info is not None and not recreate:
-            check_index_matches(self._info, embedding_model, dimension)
+            check_index_matches(self._info, embedding_model, dimension, passages)
             return self._info
         replacing = self._info is not None
         self._documents, self._terms, self._row_of, self._bm25 = [], [], {}, None
-        self._vectors = np.zeros((0, dimension), dtype=np.float32)
-        self._info = IndexInfo(self.index_name, embedding_model, dimension, 0)
+        self._rows, self._matrix = [], None
+        self._info = IndexInfo(self.index_name, embedding_model, dimension, 0, passages)
         # A re-created index is staged in memory and replaces the old one on disk only at commit, so a run
         # that dies midway leaves the old index whole (as the engines' alias swap); a new index exists on
         # disk at once and takes every batch as it is written.
@@ -97,23 +107,31 @@ class EmbeddedBackend(Backend):
 
     # --- writes ----------------------------------------------------------------------------------------
 
-    def bulk_index(self, documents: Sequence[Document], vectors: Vector) -> BulkReport:
+    def bulk_index(
+        self,
+        documents: Sequence[Document],
+        vectors: Vector,
+        passages: Sequence[Sequence[Passage]] | None = None,
+    ) -> BulkReport:
         info = self._require_index()
-        accepted, failures = split_sendable(documents, vectors, info.dimension)
+        if (passages is not None) != bool(info.passages):
+            held = "passages" if info.passages else "one vector per document"
+            raise IndexMismatchError(f"index {self.index_name!r} holds {held}; write it the same way")
+        accepted, failures = split_sendable(documents, vectors, info.dimension, passages)
         if accepted:
-            rows = list(self._vectors)
-            for doc, vector in accepted:
+            for item in accepted:
+                doc = item.document
+                stored = Embedded(doc, item.vectors.astype(np.float32), item.passages)
                 row = self._row_of.get(doc.id)
                 if row is None:
                     self._row_of[doc.id] = len(self._documents)
                     self._documents.append(doc)
                     self._terms.append(tokenize(doc.full_text))
-                    rows.append(vector.astype(np.float32))
+                    self._rows.append(stored)
                 else:
                     self._documents[row] = doc
                     self._terms[row] = tokenize(doc.full_text)
-                    rows[row] = vector.astype(np.float32)
-            self._vectors = np.vstack(rows).astype(np.float32, copy=False)
+                    self._rows[row] = stored
             self._changed()
         return BulkReport(written=len(accepted), failures=failures)
 
@@ -124,7 +142,7 @@ class EmbeddedBackend(Backend):
             keep = [row for row in range(len(self._documents)) if row not in doomed]
             self._documents = [self._documents[row] for row in keep]
             self._terms = [self._terms[row] for row in keep]
-            self._vectors = self._vectors[keep]
+            self._rows = [self._rows[row] for row in keep]
             self._row_of = {doc.id: row for row, doc in enumerate(self._documents)}
             self._changed()
         return len(doomed)
@@ -167,8 +185,43 @@ class EmbeddedBackend(Backend):
             )
         if not self._documents:
             return []
-        scores = self._vectors @ vector.astype(np.float32)
-        return self._top(scores.astype(np.float64), size, keep=self._filter_mask(filters))
+        matrix, owners = self._vector_matrix()
+        row_scores = (matrix @ vector.astype(np.float32)).astype(np.float64)
+        if not info.passages:
+            return self._top(row_scores, size, keep=self._filter_mask(filters))
+        # A document's score is its best passage's; `best` keeps which vector row that was.
+        scores = np.full(len(self._documents), -np.inf)
+        np.maximum.at(scores, owners, row_scores)
+        best = np.zeros(len(self._documents), dtype=np.int64)
+        order = np.argsort(row_scores, kind="stable")  # ascending: the best row of each document wins last
+        best[owners[order]] = order
+        hits = self._top(scores, size, keep=self._filter_mask(filters))
+        return [self._with_passage(hit, int(best[self._row_of[hit.document.id]]), owners) for hit in hits]
+
+    def _with_passage(self, hit: LegHit, vector_row: int, owners: np.ndarray) -> LegHit:
+        document_row = int(owners[vector_row])
+        first_row = int(np.searchsorted(owners, document_row))  # rows are grouped by document, in order
+        passages = self._rows[document_row].passages
+        assert passages is not None
+        return LegHit(hit.document, hit.score, passages[vector_row - first_row])
+
+    @property
+    def _vectors(self) -> Vector:
+        """Every stored vector row: one per document, or one per passage on a passage index."""
+        return self._vector_matrix()[0]
+
+    def _vector_matrix(self) -> tuple[Vector, np.ndarray]:
+        """Every stored vector row (passages grouped by document, in document order) and its document row."""
+        if self._matrix is None:
+            assert self._info is not None
+            counts = [len(item.vectors) for item in self._rows]
+            matrix = (
+                np.vstack([item.vectors for item in self._rows])
+                if self._rows
+                else np.zeros((0, self._info.dimension), dtype=np.float32)
+            )
+            self._matrix = (matrix.astype(np.float32, copy=False), np.repeat(np.arange(len(counts)), counts))
+        return self._matrix
 
     def recall(self, query: str, vector: Vector, size: int, filters: Filters | None = None) -> Recall:
         started = time.perf_counter()
@@ -209,9 +262,10 @@ class EmbeddedBackend(Backend):
 
     def _changed(self) -> None:
         assert self._info is not None
-        self._bm25 = None
+        self._bm25, self._matrix = None, None
+        info = self._info
         self._info = IndexInfo(
-            self._info.name, self._info.embedding_model, self._info.dimension, len(self._documents)
+            info.name, info.embedding_model, info.dimension, len(self._documents), info.passages
         )
         if not self._unsaved:  # a re-created index waits for commit
             self._persist()
@@ -229,7 +283,12 @@ class EmbeddedBackend(Backend):
         with (generation / "documents.jsonl").open("w", encoding="utf-8") as handle:
             for doc in self._documents:
                 handle.write(json.dumps(doc.to_json(), ensure_ascii=False) + "\n")
-        np.save(generation / "vectors.npy", self._vectors, allow_pickle=False)
+        matrix, owners = self._vector_matrix()
+        np.save(generation / "vectors.npy", matrix, allow_pickle=False)
+        if self._info.passages:
+            spans = [(p.start, p.end) for item in self._rows for p in item.passages or []]
+            table = np.column_stack([owners, np.asarray(spans, dtype=np.int64).reshape(-1, 2)])
+            np.save(generation / "passages.npy", table.astype(np.int64), allow_pickle=False)
         with (generation / "terms.jsonl").open("w", encoding="utf-8") as handle:
             for terms in self._terms:
                 handle.write(json.dumps(terms, ensure_ascii=False) + "\n")
@@ -240,6 +299,7 @@ class EmbeddedBackend(Backend):
             "embedding_model": self._info.embedding_model,
             "dimension": self._info.dimension,
             "count": len(self._documents),
+            "passages": self._info.passages,
         }
         (generation / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
         pointer = self.root / "CURRENT.tmp"
@@ -265,7 +325,9 @@ class EmbeddedBackend(Backend):
                 raise ValueError(f"format {manifest.get('format')!r}, this version reads {FORMAT_VERSION}")
             with (generation / "documents.jsonl").open(encoding="utf-8") as handle:
                 documents = [_document_from_store(json.loads(line)) for line in handle]
-            vectors = np.load(generation / "vectors.npy", allow_pickle=False)
+            vectors = np.load(generation / "vectors.npy", allow_pickle=False).astype(np.float32, copy=False)
+            layout = str(manifest.get("passages") or "")
+            table = np.load(generation / "passages.npy", allow_pickle=False) if layout else None
             terms_file = generation / "terms.jsonl"
             if manifest.get("tokenizer") == TOKENIZER_VERSION and terms_file.is_file():
                 with terms_file.open(encoding="utf-8") as handle:
@@ -276,7 +338,8 @@ class EmbeddedBackend(Backend):
             raise IndexMismatchError(
                 f"embedded index at {generation} is unreadable ({exc}); re-create it with `index --recreate`"
             ) from exc
-        if vectors.shape != (len(documents), manifest["dimension"]) or len(terms) != len(documents):
+        rows = _stored_rows(documents, vectors, table)
+        if rows is None or vectors.shape[1:] != (manifest["dimension"],) or len(terms) != len(documents):
             raise IndexMismatchError(
                 f"embedded index at {generation} is inconsistent: {len(documents)} documents, "
                 f"{len(terms)} term lists, vectors {vectors.shape}; re-create it with `index --recreate`"
@@ -284,12 +347,35 @@ class EmbeddedBackend(Backend):
         self._documents = documents
         self._terms = terms
         self._row_of = {doc.id: row for row, doc in enumerate(documents)}
-        self._vectors = vectors.astype(np.float32, copy=False)
+        self._rows, self._matrix = rows, None
         self._info = IndexInfo(
-            manifest["name"], manifest["embedding_model"], manifest["dimension"], len(documents)
+            manifest["name"], manifest["embedding_model"], manifest["dimension"], len(documents), layout
         )
         if documents:  # built here, so a search's BM25 time is the query's own
             self._build_bm25()
+
+
+def _stored_rows(
+    documents: list[Document], vectors: Vector, table: np.ndarray | None
+) -> list[Embedded] | None:
+    """Each document's vectors (and passages, from `table`'s (document row, start, end) rows), or None when
+    the files do not agree."""
+    if table is None:
+        if len(vectors) != len(documents):
+            return None
+        return [Embedded(doc, vectors[row : row + 1]) for row, doc in enumerate(documents)]
+    if table.shape != (len(vectors), 3):
+        return None
+    owners = table[:, 0]
+    bounds = np.searchsorted(owners, np.arange(len(documents) + 1))
+    rows = []
+    for row, doc in enumerate(documents):
+        first, last = int(bounds[row]), int(bounds[row + 1])
+        if first == last:
+            return None
+        spans = [Passage(int(start), int(end)) for start, end in table[first:last, 1:]]
+        rows.append(Embedded(doc, vectors[first:last], spans))
+    return rows
 
 
 def _document_from_store(record: dict[str, object]) -> Document:

@@ -20,6 +20,7 @@ from hybrid_rerank.connector.backends.base import (
     Filters,
     IndexInfo,
     LegHit,
+    Passage,
     Recall,
     Vector,
     check_index_matches,
@@ -91,6 +92,7 @@ class EngineBackend(Backend, ABC):
         self._write_index: str | None = (
             None  # where bulk writes go; differs from the live one while re-indexing
         )
+        self._passages: bool | None = None  # whether the live index holds passages (read once)
 
     # --- what each engine supplies --------------------------------------------------------------------------
 
@@ -99,7 +101,8 @@ class EngineBackend(Backend, ABC):
         """What one of `client_errors` means for the user."""
 
     @abstractmethod
-    def _index_body(self, embedding_model: str, dimension: int) -> dict[str, Any]: ...
+    def _index_body(self, embedding_model: str, dimension: int, passages: str) -> dict[str, Any]:
+        """The create-index body; `passages` (a layout label, "" none) adds the nested passage vectors."""
 
     @abstractmethod
     def _create(self, index: str, body: dict[str, Any]) -> None: ...
@@ -121,14 +124,19 @@ class EngineBackend(Backend, ABC):
 
     @abstractmethod
     def _bulk_actions(
-        self, index: str, documents: Sequence[Document], vectors: Sequence[Vector]
+        self,
+        index: str,
+        documents: Sequence[Document],
+        vectors: Sequence[Vector],
+        passages: Sequence[Sequence[Passage]] | None,
     ) -> Iterator[dict[str, Any]]: ...
 
     @abstractmethod
     def _bm25_body(self, query: str, size: int, filters: Filters | None) -> dict[str, Any]: ...
 
     @abstractmethod
-    def _knn_body(self, vector: Vector, size: int, filters: Filters | None) -> dict[str, Any]: ...
+    def _knn_body(self, vector: Vector, size: int, filters: Filters | None, passages: bool) -> dict[str, Any]:
+        """The k-NN leg; `passages`: over the nested passage vectors, with the best passage's offsets."""
 
     def _meta_problem(self, meta: dict[str, Any]) -> str | None:
         """Why an index built by hybrid-rerank can still not be searched by this connector (None: it can)."""
@@ -174,28 +182,41 @@ class EngineBackend(Backend, ABC):
         if problem:
             raise IndexMismatchError(f"index {concrete!r}: {problem}")
         count = self._call(lambda: self.client.count(index=concrete), "count documents")["count"]
-        return IndexInfo(self.alias, str(meta["embedding_model"]), int(meta["dimension"]), int(count))
+        layout = str(meta.get("passages") or "")
+        return IndexInfo(self.alias, str(meta["embedding_model"]), int(meta["dimension"]), int(count), layout)
 
     def index_info(self) -> IndexInfo | None:
         live = self._live_index()
         return None if live is None else self._info_of(live)
 
-    def create_index(self, embedding_model: str, dimension: int, *, recreate: bool = False) -> IndexInfo:
+    def create_index(
+        self, embedding_model: str, dimension: int, *, recreate: bool = False, passages: str = ""
+    ) -> IndexInfo:
         live = self._live_index()
         if live is not None and not recreate:
             info = self._info_of(live)
-            check_index_matches(info, embedding_model, dimension)
+            check_index_matches(info, embedding_model, dimension, passages)
             self._add_missing_fields(live)
             self._write_index = live
             return info
         existing = self._call(lambda: self.client.indices.get(index=f"{self.alias}-v*"), "list versions")
         target = shared.next_version(self.alias, existing)
-        body = self._index_body(embedding_model, dimension)
+        body = self._index_body(embedding_model, dimension, passages)
         self._call(lambda: self._create(target, body), f"create index {target}")
         if live is None:  # nothing to protect: make it live at once
             self._swap_alias(None, target)
+            self._passages = bool(passages)
         self._write_index = target
-        return IndexInfo(self.alias, embedding_model, dimension, 0)
+        return IndexInfo(self.alias, embedding_model, dimension, 0, passages)
+
+    def _live_passages(self) -> bool:
+        """Whether the live index holds passages (its `_meta`, read once): the k-NN leg's shape."""
+        if self._passages is None:
+            info = self.index_info()
+            if info is None:
+                raise self._missing()
+            self._passages = bool(info.passages)
+        return self._passages
 
     def _add_missing_fields(self, concrete: str) -> None:
         """Give an index built before a field existed (`content_hash`) that field, so writes to it keep
@@ -220,6 +241,7 @@ class EngineBackend(Backend, ABC):
         live = self._live_index()
         if live != target:
             self._swap_alias(live, target)
+            self._passages = None  # the new live index may hold passages where the old did not
             if live is not None:
                 self._call(lambda: self.client.indices.delete(index=live), f"delete the old index {live}")
 
@@ -239,12 +261,20 @@ class EngineBackend(Backend, ABC):
 
     # --- writes --------------------------------------------------------------------------------------------
 
-    def bulk_index(self, documents: Sequence[Document], vectors: Vector) -> BulkReport:
+    def bulk_index(
+        self,
+        documents: Sequence[Document],
+        vectors: Vector,
+        passages: Sequence[Sequence[Passage]] | None = None,
+    ) -> BulkReport:
         target = self._target()
         # A wrong dimension is left for the node to refuse, per document; NaN cannot even be sent as JSON.
-        accepted, failures = split_sendable(documents, vectors)
+        accepted, failures = split_sendable(documents, vectors, passages=passages)
+        docs = [item.document for item in accepted]
+        rows = [item.vectors if passages is not None else item.vectors[0] for item in accepted]
+        spans = None if passages is None else [item.passages or [] for item in accepted]
         actions = []
-        for action in self._bulk_actions(target, [d for d, _ in accepted], [v for _, v in accepted]):
+        for action in self._bulk_actions(target, docs, rows, spans):
             if shared.action_size_bound(action) <= self.max_document_bytes:
                 actions.append(action)
                 continue
@@ -322,9 +352,8 @@ class EngineBackend(Backend, ABC):
 
     def recall(self, query: str, vector: Vector, size: int, filters: Filters | None = None) -> Recall:
         """Both legs in one `_msearch` round trip."""
-        searches = shared.msearch(
-            self.alias, self._bm25_body(query, size, filters), self._knn_body(vector, size, filters)
-        )
+        knn = self._knn_body(vector, size, filters, self._live_passages())
+        searches = shared.msearch(self.alias, self._bm25_body(query, size, filters), knn)
         legs = self._checked(self._call(lambda: self._msearch(searches), "search"))
         return Recall(
             bm25=shared.parse_leg(legs[0], vector_leg=False),
@@ -351,6 +380,6 @@ class EngineBackend(Backend, ABC):
         return shared.parse_leg(response, vector_leg=False)
 
     def knn(self, vector: Vector, size: int, filters: Filters | None = None) -> list[LegHit]:
-        body = self._knn_body(vector, size, filters)
+        body = self._knn_body(vector, size, filters, self._live_passages())
         response = self._checked([self._call(lambda: self._search_raw(body), "search")])[0]
         return shared.parse_leg(response, vector_leg=True)

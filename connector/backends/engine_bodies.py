@@ -11,11 +11,15 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from hybrid_rerank.connector.backends.base import Filters, LegHit, Range, Vector
+from hybrid_rerank.connector.backends.base import Filters, LegHit, Passage, Range, Vector
 from hybrid_rerank.connector.documents import Document
 from hybrid_rerank.connector.errors import DocumentFailure
 
 VECTOR_FIELD = "embedding"
+# A passage index: nested objects {start, end, embedding}, one per passage (the top-level vector is absent).
+PASSAGES_FIELD = "passages"
+PASSAGE_VECTOR_FIELD = f"{PASSAGES_FIELD}.{VECTOR_FIELD}"
+PASSAGE_OFFSETS = [f"{PASSAGES_FIELD}.start", f"{PASSAGES_FIELD}.end"]  # what a matched passage brings back
 CONTENT_HASH_FIELD = "content_hash"
 SOURCE_FIELDS = ["doc_id", "title", "text", "metadata"]  # what a search hit brings back
 STORED_FIELDS = [*SOURCE_FIELDS, CONTENT_HASH_FIELD]  # what `get` brings back
@@ -152,12 +156,48 @@ def content_hash_of(hit: Mapping[str, Any]) -> str:
     return str((hit.get("_source") or {}).get(CONTENT_HASH_FIELD) or "")
 
 
+def matched_passage(hit: Mapping[str, Any]) -> Passage | None:
+    """The best passage of a nested k-NN hit (its `inner_hits`), None when the hit has none."""
+    inner = (hit.get("inner_hits") or {}).get(PASSAGES_FIELD, {}).get("hits", {}).get("hits", [])
+    if not inner:
+        return None
+    offsets = inner[0].get("_source") or {}
+    return Passage(int(offsets["start"]), int(offsets["end"]))
+
+
 def parse_leg(response: Mapping[str, Any], *, vector_leg: bool) -> list[LegHit]:
     hits = response.get("hits", {}).get("hits", [])
     return [
-        LegHit(document_from_hit(h), cosine_from_score(h["_score"]) if vector_leg else float(h["_score"]))
+        LegHit(
+            document_from_hit(h),
+            cosine_from_score(h["_score"]) if vector_leg else float(h["_score"]),
+            matched_passage(h) if vector_leg else None,
+        )
         for h in hits
     ]
+
+
+def passages_mapping(vector: dict[str, Any]) -> dict[str, Any]:
+    """The nested field of a passage index, around an engine's vector field mapping."""
+    offset = {"type": "integer", "index": False}
+    properties = {"start": dict(offset), "end": dict(offset), VECTOR_FIELD: vector}
+    return {"type": "nested", "properties": properties}
+
+
+def with_passages(body: dict[str, Any], passages: str) -> dict[str, Any]:
+    """A create-index body made a passage index when `passages` (the layout label) is set: the nested
+    field, with the same vector mapping as the document-level one, and the label in `_meta`, so an index
+    built another way is never mixed with this one."""
+    if passages:
+        mapping = body["mappings"]
+        mapping["properties"][PASSAGES_FIELD] = passages_mapping(dict(mapping["properties"][VECTOR_FIELD]))
+        mapping["_meta"]["passages"] = passages
+    return body
+
+
+def inner_hits() -> dict[str, Any]:
+    """The best passage of each k-NN hit, offsets only (its vector stays on the node)."""
+    return {"size": 1, "_source": {"includes": PASSAGE_OFFSETS}}
 
 
 def bulk_actions(
@@ -165,17 +205,28 @@ def bulk_actions(
     documents: Sequence[Document],
     vectors: Sequence[Vector],
     extra_fields: Callable[[Document], dict[str, str]] | None = None,
+    passages: Sequence[Sequence[Passage]] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Index (upsert by id) actions for the clients' bulk helpers; `extra_fields` adds an engine's own
-    derived fields to each stored document."""
-    for doc, vector in zip(documents, vectors, strict=True):
+    derived fields to each stored document. With `passages` (a passage index), `vectors` holds each
+    document's passage rows and the passages are stored as nested objects."""
+    layouts: Sequence[Sequence[Passage] | None] = (
+        passages if passages is not None else [None] * len(documents)
+    )
+    for doc, vector, spans in zip(documents, vectors, layouts, strict=True):
         source: dict[str, Any] = {"doc_id": doc.id, "title": doc.title, "text": doc.text}
         if doc.content_hash:  # stored when computed; without one, reads give ""
             source[CONTENT_HASH_FIELD] = doc.content_hash
         if extra_fields is not None:
             source.update(extra_fields(doc))
         source["metadata"] = dict(doc.metadata)
-        source[VECTOR_FIELD] = [float(x) for x in vector]
+        if spans is None:
+            source[VECTOR_FIELD] = [float(x) for x in vector]
+        else:
+            source[PASSAGES_FIELD] = [
+                {"start": p.start, "end": p.end, VECTOR_FIELD: [float(x) for x in row]}
+                for p, row in zip(spans, vector, strict=True)
+            ]
         yield {"_op_type": "index", "_index": index, "_id": doc.id, "_source": source}
 
 
@@ -200,7 +251,9 @@ def action_size_bound(action: Mapping[str, Any]) -> int:
     chars = sum(len(value) for value in source.values() if isinstance(value, str))
     metadata = len(json.dumps(source["metadata"], ensure_ascii=False).encode("utf-8"))
     fields = _FIELD_BYTES * (len(source) - 1)
-    return fields + _CHAR_BYTES * chars + metadata + _FLOAT_BYTES * len(source[VECTOR_FIELD])
+    passages = source.get(PASSAGES_FIELD, [])
+    floats = len(source.get(VECTOR_FIELD, [])) + sum(len(p[VECTOR_FIELD]) for p in passages)
+    return fields + _CHAR_BYTES * chars + metadata + _FLOAT_BYTES * floats + 3 * _FIELD_BYTES * len(passages)
 
 
 def error_reason(error: Mapping[str, Any]) -> str:

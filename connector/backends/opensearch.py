@@ -14,7 +14,7 @@ from opensearchpy import helpers as bulk_helpers
 
 from hybrid_rerank import mappings
 from hybrid_rerank.connector.backends import opensearch_bodies as bodies
-from hybrid_rerank.connector.backends.base import Filters, HybridHit, Vector
+from hybrid_rerank.connector.backends.base import Filters, HybridHit, Passage, Vector
 from hybrid_rerank.connector.backends.engine import EngineBackend, EngineOptions
 from hybrid_rerank.connector.backends.engine_bodies import (
     EngineFailure,
@@ -22,6 +22,7 @@ from hybrid_rerank.connector.backends.engine_bodies import (
     engine_hosts,
     error_reason,
     tls_detail,
+    with_passages,
 )
 from hybrid_rerank.connector.documents import Document
 from hybrid_rerank.connector.fusion import FusionMethod
@@ -107,14 +108,15 @@ class OpenSearchBackend(EngineBackend):
     def _classify(self, exc: Exception) -> EngineFailure:
         return classify(exc)
 
-    def _index_body(self, embedding_model: str, dimension: int) -> dict[str, Any]:
-        return mappings.index_body(
+    def _index_body(self, embedding_model: str, dimension: int, passages: str) -> dict[str, Any]:
+        body = mappings.index_body(
             dimension=dimension,
             embedding_model=embedding_model,
             analyzer=self.analyzer,
             m=self.hnsw_m,
             ef_construction=self.hnsw_ef_construction,
         )
+        return with_passages(body, passages)
 
     def _create(self, index: str, body: dict[str, Any]) -> None:
         self.client.indices.create(index=index, body=body)
@@ -135,15 +137,19 @@ class OpenSearchBackend(EngineBackend):
         return response
 
     def _bulk_actions(
-        self, index: str, documents: Sequence[Document], vectors: Sequence[Vector]
+        self,
+        index: str,
+        documents: Sequence[Document],
+        vectors: Sequence[Vector],
+        passages: Sequence[Sequence[Passage]] | None,
     ) -> Iterator[dict[str, Any]]:
-        return bodies.bulk_actions(index, documents, vectors)
+        return bodies.bulk_actions(index, documents, vectors, passages=passages)
 
     def _bm25_body(self, query: str, size: int, filters: Filters | None) -> dict[str, Any]:
         return bodies.search_body(bodies.match_query(query, filters, self.title_boost), size)
 
-    def _knn_body(self, vector: Vector, size: int, filters: Filters | None) -> dict[str, Any]:
-        return bodies.search_body(bodies.knn_query(vector, size, filters), size)
+    def _knn_body(self, vector: Vector, size: int, filters: Filters | None, passages: bool) -> dict[str, Any]:
+        return bodies.search_body(bodies.knn_query(vector, size, filters, passages), size)
 
     # --- server-side hybrid search -------------------------------------------------------------------------
 
@@ -171,7 +177,7 @@ class OpenSearchBackend(EngineBackend):
         if self.major_version() >= 3:
             _, pipeline = bodies.search_pipeline(fusion, bm25_weight, rrf_k, z_score=True)
             searches = bodies.hybrid_msearch(
-                query, vector, size, filters, self.alias, pipeline, self.title_boost
+                query, vector, size, filters, self.alias, pipeline, self.title_boost, self._live_passages()
             )
             responses = self._checked(self._call(lambda: self._msearch(searches), "run the hybrid query"))
             return [
@@ -179,7 +185,7 @@ class OpenSearchBackend(EngineBackend):
                 for hit, bm25, cosine in bodies.hybrid_hits(responses)
             ]
         name = self._ensure_pipeline(fusion, bm25_weight, rrf_k)
-        body = bodies.hybrid_body(query, vector, size, filters, self.title_boost)
+        body = bodies.hybrid_body(query, vector, size, filters, self.title_boost, self._live_passages())
         response = self._call(
             lambda: self.client.search(
                 index=self.alias, body=body, params={"search_pipeline": name, "explain": "true"}

@@ -10,6 +10,8 @@ from typing import Any
 from hybrid_rerank import mappings
 from hybrid_rerank.connector.backends.base import Filters, LegHit, Vector
 from hybrid_rerank.connector.backends.engine_bodies import (
+    PASSAGE_VECTOR_FIELD,
+    PASSAGES_FIELD,
     SOURCE_FIELDS,
     VECTOR_FIELD,
     action_size,
@@ -21,6 +23,7 @@ from hybrid_rerank.connector.backends.engine_bodies import (
     filter_clauses,
     filter_query,
     filtered,
+    inner_hits,
     msearch,
     multi_match,
     parse_leg,
@@ -55,13 +58,24 @@ def match_query(query: str, filters: Filters | None, title_boost: float = 1.0) -
     return filtered(multi_match(query, "title", "text", title_boost), filters)
 
 
-def knn_query(vector: Vector, size: int, filters: Filters | None) -> dict[str, Any]:
-    """k-NN on the lucene engine, with the filter applied during the graph search (efficient filtering)."""
+def knn_query(vector: Vector, size: int, filters: Filters | None, passages: bool = False) -> dict[str, Any]:
+    """k-NN on the lucene engine, with the filter applied during the graph search (efficient filtering).
+    `passages`: over the nested passage vectors, a document scored by its best passage (`score_mode`
+    max; lucene's nested k-NN returns `k` documents, not passages), which `inner_hits` names."""
     body: dict[str, Any] = {"vector": [float(x) for x in vector], "k": size}
     query = filter_query(filters)
     if query:
         body["filter"] = query
-    return {"knn": {VECTOR_FIELD: body}}
+    if not passages:
+        return {"knn": {VECTOR_FIELD: body}}
+    return {
+        "nested": {
+            "path": PASSAGES_FIELD,
+            "score_mode": "max",
+            "query": {"knn": {PASSAGE_VECTOR_FIELD: body}},
+            "inner_hits": inner_hits(),
+        }
+    }
 
 
 def search_body(query: dict[str, Any], size: int) -> dict[str, Any]:
@@ -69,21 +83,32 @@ def search_body(query: dict[str, Any], size: int) -> dict[str, Any]:
 
 
 def recall_msearch(
-    query: str, vector: Vector, size: int, filters: Filters | None, index: str, title_boost: float = 1.0
+    query: str,
+    vector: Vector,
+    size: int,
+    filters: Filters | None,
+    index: str,
+    title_boost: float = 1.0,
+    passages: bool = False,
 ) -> list[dict[str, Any]]:
     """One `_msearch` body: the BM25 leg, then the k-NN leg, under the same filters."""
     return msearch(
         index,
         search_body(match_query(query, filters, title_boost), size),
-        search_body(knn_query(vector, size, filters), size),
+        search_body(knn_query(vector, size, filters, passages), size),
     )
 
 
 def hybrid_body(
-    query: str, vector: Vector, size: int, filters: Filters | None, title_boost: float = 1.0
+    query: str,
+    vector: Vector,
+    size: int,
+    filters: Filters | None,
+    title_boost: float = 1.0,
+    passages: bool = False,
 ) -> dict[str, Any]:
     """One server-side `hybrid` query (neural-search); it must run through a normalization search pipeline."""
-    legs = [match_query(query, filters, title_boost), knn_query(vector, size, filters)]
+    legs = [match_query(query, filters, title_boost), knn_query(vector, size, filters, passages)]
     return {"size": size, "_source": SOURCE_FIELDS, "query": {"hybrid": {"queries": legs}}}
 
 
@@ -117,13 +142,14 @@ def hybrid_msearch(
     index: str,
     pipeline: dict[str, Any],
     title_boost: float = 1.0,
+    passages: bool = False,
 ) -> list[dict[str, Any]]:
     """Server-side hybrid search on OpenSearch 3.x in one `_msearch`: the `hybrid` query fused by `pipeline`
     (given in the body: `_msearch` takes no pipeline name), its filter said once for both legs and its
     per-leg depth pinned to `size` (`pagination_depth`), then each leg alone with the same size and filters.
     The legs' raw scores of every fused hit come from those two lists, without the costly `explain`."""
     hybrid: dict[str, Any] = {
-        "queries": [match_query(query, None, title_boost), knn_query(vector, size, None)],
+        "queries": [match_query(query, None, title_boost), knn_query(vector, size, None, passages)],
         "pagination_depth": size,
     }
     restriction = filter_query(filters)
@@ -131,7 +157,7 @@ def hybrid_msearch(
         hybrid["filter"] = restriction
     fused = {"size": size, "_source": SOURCE_FIELDS, "search_pipeline": pipeline, "query": {"hybrid": hybrid}}
     bm25_leg = {"size": size, "_source": False, "query": match_query(query, filters, title_boost)}
-    knn_leg = {"size": size, "_source": False, "query": knn_query(vector, size, filters)}
+    knn_leg = {"size": size, "_source": False, "query": knn_query(vector, size, filters, passages)}
     return msearch(index, fused, bm25_leg, knn_leg)
 
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from hybrid_rerank.connector.backends import elasticsearch_bodies as bodies
-from hybrid_rerank.connector.backends.base import Range
+from hybrid_rerank.connector.backends.base import Passage, Range
+from hybrid_rerank.connector.backends.engine_bodies import with_passages
 from hybrid_rerank.connector.documents import Document
 from hybrid_rerank.connector.text import TOKENIZER_VERSION
 
@@ -194,3 +195,35 @@ def test_an_index_analysed_by_another_tokenizer_version_is_reported() -> None:
     assert bodies.tokenizer_mismatch({"tokenizer_version": TOKENIZER_VERSION}) is None
     assert "re-index with --recreate" in str(bodies.tokenizer_mismatch({"tokenizer_version": -1}))
     assert bodies.tokenizer_mismatch({}) is not None
+
+
+def test_a_passage_index_nests_the_same_dense_vector_and_records_its_layout() -> None:
+    plain = bodies.index_body(dimension=4, embedding_model="m")
+    body = with_passages(bodies.index_body(dimension=4, embedding_model="m"), "200/50 tokens")
+    nested = body["mappings"]["properties"]["passages"]
+    assert nested["type"] == "nested"
+    assert nested["properties"]["embedding"] == plain["mappings"]["properties"]["embedding"]
+    assert nested["properties"]["start"] == {"type": "integer", "index": False}
+    assert body["mappings"]["_meta"]["passages"] == "200/50 tokens"
+
+
+def test_passage_knn_searches_the_nested_vectors_and_names_the_best_passage() -> None:
+    vector = np.array([0.5, 0.25], dtype=np.float32)
+    assert bodies.knn_section(vector, 5, {"topic": "x"}, passages=True) == {
+        "field": "passages.embedding",
+        "query_vector": [0.5, 0.25],
+        "k": 5,
+        "num_candidates": 100,
+        "filter": {"bool": {"filter": [{"term": {"metadata.topic": "x"}}]}},
+        "inner_hits": {"size": 1, "_source": {"includes": ["passages.start", "passages.end"]}},
+    }
+    body = bodies.recall_msearch("q", vector, 5, None, "idx", passages=True)
+    assert body[3]["knn"] == bodies.knn_section(vector, 5, None, passages=True)
+
+
+def test_passage_bulk_actions_keep_the_analysed_copies() -> None:
+    doc = Document("d1", "Running dogs", title="T")
+    rows = np.array([[0.5, 1.0]], dtype=np.float32)
+    (action,) = bodies.bulk_actions("idx-v1", [doc], [rows], [[Passage(0, 12)]])
+    assert action["_source"]["passages"] == [{"start": 0, "end": 12, "embedding": [0.5, 1.0]}]
+    assert action["_source"]["text_terms"] == "run dog"

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from hybrid_rerank.connector.backends.base import Passage
 from hybrid_rerank.connector.backends.embedded import EmbeddedBackend
 from hybrid_rerank.connector.documents import Document
 from hybrid_rerank.connector.errors import ConfigurationError, IndexMismatchError
@@ -116,3 +117,31 @@ def test_content_hashes_are_stored_with_the_documents_and_read_back(tmp_path: Pa
     assert json.loads(line)["content_hash"] == hashed[0].content_hash
     reopened = EmbeddedBackend(tmp_path, "idx")
     assert reopened.content_hashes(["a", "b", "zz"]) == {"a": hashed[0].content_hash, "b": ""}
+
+
+def test_a_passage_index_stores_each_passage_row_with_its_document_and_offsets(tmp_path: Path) -> None:
+    store = EmbeddedBackend(tmp_path, "idx")
+    store.create_index("m", 4, passages="2/1 tokens")
+    spans = [[Passage(0, 8), Passage(4, 25)], [Passage(0, 26)]]
+    rows = np.array([[0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 1, 0]], dtype=np.float32)
+    store.bulk_index(DOCS, rows, spans)
+    generation = live_generation(tmp_path)
+    assert np.load(generation / "passages.npy").tolist() == [[0, 0, 8], [0, 4, 25], [1, 0, 26]]
+    assert json.loads((generation / "manifest.json").read_text())["passages"] == "2/1 tokens"
+    reopened = EmbeddedBackend(tmp_path, "idx")
+    (hit,) = reopened.knn(np.array([1, 0, 0, 0], dtype=np.float32), 1)
+    assert (hit.document.id, hit.passage) == ("a", Passage(4, 25))
+    store.bulk_index([DOCS[0]], rows[2:], [[Passage(0, 25)]])  # replaced: one passage now
+    store.delete(["b"])
+    assert np.load(live_generation(tmp_path) / "passages.npy").tolist() == [[0, 0, 25]]
+    with pytest.raises(IndexMismatchError, match="holds passages"):
+        store.bulk_index([DOCS[1]], rows[:1])
+
+
+def test_a_passage_table_that_does_not_match_the_vectors_is_reported(tmp_path: Path) -> None:
+    store = EmbeddedBackend(tmp_path, "idx")
+    store.create_index("m", 4, passages="2/1 tokens")
+    store.bulk_index(DOCS, VECTORS, [[Passage(0, 4)], [Passage(0, 5)]])
+    np.save(live_generation(tmp_path) / "passages.npy", np.array([[0, 0, 4]]), allow_pickle=False)
+    with pytest.raises(IndexMismatchError, match="inconsistent"):
+        EmbeddedBackend(tmp_path, "idx")

@@ -8,7 +8,7 @@ import pytest
 from hybrid_rerank import mappings
 from hybrid_rerank.connector.backends import engine_bodies
 from hybrid_rerank.connector.backends import opensearch_bodies as bodies
-from hybrid_rerank.connector.backends.base import Range
+from hybrid_rerank.connector.backends.base import Passage, Range
 from hybrid_rerank.connector.documents import Document
 from hybrid_rerank.connector.errors import ConfigurationError
 
@@ -408,3 +408,66 @@ def test_search_pipelines_by_fusion_and_z_score_only_where_the_node_has_it() -> 
     }
     with pytest.raises(ConfigurationError, match=r"z-score needs 3\.x"):
         bodies.search_pipeline("zscore", 0.5, 60, z_score=False)
+
+
+def test_a_passage_index_adds_nested_vectors_and_records_its_layout() -> None:
+    plain = mappings.index_body(dimension=4, embedding_model="m")
+    body = engine_bodies.with_passages(mappings.index_body(dimension=4, embedding_model="m"), "200/50 tokens")
+    assert body["mappings"]["properties"]["passages"] == {
+        "type": "nested",
+        "properties": {
+            "start": {"type": "integer", "index": False},
+            "end": {"type": "integer", "index": False},
+            "embedding": plain["mappings"]["properties"]["embedding"],
+        },
+    }
+    assert body["mappings"]["_meta"]["passages"] == "200/50 tokens"
+    assert engine_bodies.with_passages(mappings.index_body(dimension=4, embedding_model="m"), "") == plain
+
+
+def test_passage_knn_is_nested_max_with_the_best_passage_as_inner_hit() -> None:
+    vector = np.array([0.5, 0.25], dtype=np.float32)
+    assert bodies.knn_query(vector, 7, {"topic": "x"}, passages=True) == {
+        "nested": {
+            "path": "passages",
+            "score_mode": "max",
+            "query": {
+                "knn": {
+                    "passages.embedding": {
+                        "vector": [0.5, 0.25],
+                        "k": 7,
+                        "filter": {"bool": {"filter": [{"term": {"metadata.topic": "x"}}]}},
+                    }
+                }
+            },
+            "inner_hits": {"size": 1, "_source": {"includes": ["passages.start", "passages.end"]}},
+        }
+    }
+    body = bodies.recall_msearch("q", vector, 5, None, "idx", passages=True)
+    assert body[3]["query"] == bodies.knn_query(vector, 5, None, passages=True)
+
+
+def test_passage_bulk_actions_store_each_passage_with_offsets_and_no_document_vector() -> None:
+    doc = Document("d1", "one two three", title="T")
+    rows = np.array([[1.0, 0.0], [0.0, 0.5]], dtype=np.float32)
+    spans = [[Passage(0, 7), Passage(4, 13)]]
+    (action,) = bodies.bulk_actions("idx-v1", [doc], [rows], passages=spans)
+    assert action["_source"]["passages"] == [
+        {"start": 0, "end": 7, "embedding": [1.0, 0.0]},
+        {"start": 4, "end": 13, "embedding": [0.0, 0.5]},
+    ]
+    assert "embedding" not in action["_source"]
+    assert bodies.action_size_bound(action) >= bodies.action_size(action)
+
+
+def test_a_vector_hit_names_its_matched_passage() -> None:
+    hit = {
+        "_id": "d1",
+        "_score": 0.9,
+        "_source": {"title": "T", "text": "x"},
+        "inner_hits": {"passages": {"hits": {"hits": [{"_source": {"start": 40, "end": 90}}]}}},
+    }
+    (leg,) = bodies.parse_leg({"hits": {"hits": [hit]}}, vector_leg=True)
+    assert leg.passage == Passage(40, 90) and leg.score == pytest.approx(0.8)
+    (plain,) = bodies.parse_leg({"hits": {"hits": [{**hit, "inner_hits": {}}]}}, vector_leg=True)
+    assert plain.passage is None
