@@ -2,13 +2,15 @@
 worker`; the client (`workers.client`) builds the same app to send tasks. JSON only (never pickle), late
 acks with redelivery of a task whose worker died, one task at a time per process, results that expire, and
 two queues per rerank model: interactive (live searches) and batch (offline jobs), a worker always taking the
-next interactive task before any batch task."""
+next interactive task before any batch task. With EMBED_MODEL a worker also (or only) serves that
+bi-encoder on its embed queue, after both rerank queues."""
 
 from __future__ import annotations
 
 from celery import Celery
 from kombu import Exchange, Queue  # type: ignore[attr-defined]
 
+from hybrid_rerank.workers.embed_protocol import embed_queue_for
 from hybrid_rerank.workers.errors import ConfigurationError
 from hybrid_rerank.workers.protocol import batch_queue_for, queue_for
 from hybrid_rerank.workers.settings import WorkerSettings
@@ -21,7 +23,16 @@ def task_queues(model: str) -> list[Queue]:
     as Celery declares a queue it was not told of (a direct exchange of the queue's name), so a client or
     worker of the version before these were declared routes the interactive queue the same way."""
     names = (queue_for(model), batch_queue_for(model))
-    return [Queue(name, Exchange(name), routing_key=name) for name in names]  # type: ignore[no-untyped-call]
+    return [direct_queue(name) for name in names]
+
+
+def embed_task_queue(model: str) -> Queue:
+    """The bi-encoder's embed queue (`embed_queue_for`), bound as `task_queues` binds the rerank ones."""
+    return direct_queue(embed_queue_for(model))
+
+
+def direct_queue(name: str) -> Queue:
+    return Queue(name, Exchange(name), routing_key=name)  # type: ignore[no-untyped-call]
 
 
 def make_app(settings: WorkerSettings, *, fail_fast: bool = False) -> Celery:
@@ -29,10 +40,19 @@ def make_app(settings: WorkerSettings, *, fail_fast: bool = False) -> Celery:
     within its deadline) instead of retrying for many seconds as a worker should."""
     if settings.redis_url is None:
         raise ConfigurationError("REDIS_URL is not set: the Celery workers need a Redis broker")
-    if settings.rerank_model is None:
-        raise ConfigurationError("RERANK_MODEL is off: there is nothing for a rerank worker to serve")
+    if settings.rerank_model is None and settings.embed_model is None:
+        raise ConfigurationError(
+            "RERANK_MODEL is off and EMBED_MODEL is unset: there is nothing for a worker to serve"
+        )
     url = settings.redis_url.get_secret_value()
-    app = Celery("hybrid_rerank", broker=url, backend=url, include=["hybrid_rerank.workers.tasks"])
+    # Only the tasks this worker serves: each module loads its model in every pool process it is imported in.
+    include = ["hybrid_rerank.workers.tasks"] if settings.rerank_model is not None else []
+    queues = task_queues(settings.rerank_model) if settings.rerank_model is not None else []
+    if settings.embed_model is not None:
+        include.append("hybrid_rerank.workers.embedding")
+        # Last: a worker serving both takes embedding work only when no rerank task waits.
+        queues.append(embed_task_queue(settings.embed_model))
+    app = Celery("hybrid_rerank", broker=url, backend=url, include=include)
     connect_timeout = 2.0  # loopback or LAN: a broker that does not answer in 2 s is down
     app.conf.update(
         task_serializer="json",
@@ -48,10 +68,10 @@ def make_app(settings: WorkerSettings, *, fail_fast: bool = False) -> Celery:
         # kills a replacement process still loading its model, and the next, and so on: a worker that lost
         # one process never served again (seen under load with a MiniLM-size model).
         worker_proc_alive_timeout=PROCESS_START_TIMEOUT_S,
-        task_default_queue=queue_for(settings.rerank_model),
-        # A plain `celery worker` consumes both, interactive first (see `queue_order_strategy`); `-Q` with
-        # the interactive queue alone gives a worker that never takes batch work.
-        task_queues=task_queues(settings.rerank_model),
+        task_default_queue=queues[0].name,
+        # A plain `celery worker` consumes them all, interactive first (see `queue_order_strategy`); `-Q`
+        # with the interactive queue alone gives a worker that never takes batch work.
+        task_queues=queues,
         result_expires=settings.rerank_result_ttl_s,
         broker_transport_options={
             "visibility_timeout": settings.rerank_visibility_timeout_s,
@@ -72,6 +92,14 @@ def make_app(settings: WorkerSettings, *, fail_fast: bool = False) -> Celery:
         broker_connection_retry_on_startup=True,
         worker_send_task_events=False,
     )
+    if settings.embed_model is not None:  # plain values for `workers.embedding`, which reads no settings
+        app.conf.hybrid_rerank_embed = {
+            "model": settings.embed_model,
+            "batch_size": settings.embed_batch_size,
+            "device": settings.embed_device,
+            "threads": settings.embed_threads,
+            "trust_remote_code": settings.trust_remote_code,
+        }
     if fail_fast:
         quick = {"max_retries": 1, "interval_start": 0.0, "interval_step": 0.1, "interval_max": 0.1}
         app.conf.update(

@@ -98,6 +98,23 @@ class WorkerSettings(BaseSettings):
         description="share of the deadline the expected queue wait and scoring may take to be admitted",
     )
 
+    # Embedding on the workers (`workers.embedding`, `index --workers`). EMBED_MODEL is what a worker
+    # serves on the model's embed queue; the indexing side asks for its EMBEDDING_MODEL's queue.
+    embed_model: str | None = Field(
+        None, description="bi-encoder this worker serves on its embed queue; unset: no embedding here"
+    )
+    embed_batch_size: int = Field(32, gt=0, description="texts per model call on an embedding worker")
+    embed_device: str | None = None
+    embed_threads: int | None = Field(None, gt=0, description="torch threads per embedding worker process")
+    embed_task_texts: int = Field(64, gt=0, le=4096, description="texts the indexing side sends per task")
+    embed_in_flight: int | None = Field(
+        None, gt=0, description="tasks the indexing side keeps in flight; unset: 2 per embedding worker"
+    )
+    embed_task_timeout_s: float = Field(
+        900.0, gt=0, description="a task with no reply this long is sent again (above the visibility timeout)"
+    )
+    embed_retries: int = Field(3, ge=0, description="times one batch is sent again before indexing stops")
+
     # Worker metrics (Prometheus), served by the worker's parent process; unset: off.
     worker_metrics_port: int | None = Field(None, ge=1, le=65535)
     worker_metrics_host: str = Field("0.0.0.0", description="address the worker metrics port binds")
@@ -105,7 +122,7 @@ class WorkerSettings(BaseSettings):
     # Never on by default: it runs Python code shipped with a model.
     trust_remote_code: bool = False
 
-    @field_validator("rerank_model", mode="before")
+    @field_validator("rerank_model", "embed_model", mode="before")
     @classmethod
     def _empty_means_off(cls, value: object) -> object:
         if isinstance(value, str) and value.strip().lower() in {"", "none", "off"}:

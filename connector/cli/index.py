@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from itertools import chain
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
 
@@ -14,6 +14,10 @@ from hybrid_rerank.connector.documents import INPUT_FORMATS
 from hybrid_rerank.connector.errors import ConnectorError, RecordError
 from hybrid_rerank.connector.indexing import DEFAULT_BATCH_SIZE
 from hybrid_rerank.connector.progress import progress_bar
+
+if TYPE_CHECKING:
+    from hybrid_rerank.connector.remote_embedder import RemoteEmbedder
+    from hybrid_rerank.connector.settings import Settings
 
 
 @app.command()
@@ -34,12 +38,22 @@ def index(
         int, typer.Option("--batch-size", min=1, help="documents embedded and written per batch")
     ] = DEFAULT_BATCH_SIZE,
     index_name: Annotated[str | None, typer.Option("--index", help="overrides INDEX_NAME")] = None,
+    workers: Annotated[
+        bool,
+        typer.Option(
+            "--workers",
+            help="embed on the Celery embedding workers serving EMBEDDING_MODEL (needs REDIS_URL; workers "
+            "started with EMBED_MODEL set to it); this process never loads the model",
+        ),
+    ] = False,
 ) -> None:
     """Index documents in batches. A rerun skips documents the index holds unchanged (by content hash) and
     re-embeds changed ones, so an interrupted run resumes where it stopped."""
+    from hybrid_rerank.connector.embedder import Embedder
     from hybrid_rerank.connector.factory import make_embedder, open_backend
     from hybrid_rerank.connector.indexing import index_documents, sync_deletions
     from hybrid_rerank.connector.ingest import DocumentStream
+    from hybrid_rerank.connector.remote_embedder import describe
 
     settings = load()
     if fmt not in INPUT_FORMATS:
@@ -53,13 +67,14 @@ def index(
         _print_problems(stream.errors, stream.warnings)
         raise ConnectorError(f"no valid documents in {stream.source}; nothing was indexed")
 
+    embedder = remote_embedder(settings) if workers else make_embedder(settings)
+    # The workers are found (or refused) before the backend is opened: a missing fleet writes nothing.
+    err.print(f"embedding with {embedder.model_name} from {describe(embedder)}", highlight=False)
     backend = open_backend(settings, index_name)
-    embedder = make_embedder(settings)
-    err.print(f"embedding with {embedder.model_name} from {embedder.source.origin}", highlight=False)
     with progress_bar(err, "indexing", total) as update:
         report = index_documents(
             backend,
-            embedder,
+            cast(Embedder, embedder),  # the same interface (a Protocol in indexing.py would say so)
             chain([first], documents),
             recreate=recreate,
             incremental=True,
@@ -73,6 +88,8 @@ def index(
     elif sync:
         deleted = sync_deletions(backend, _Keep(stream.ids, stream.bad_ids), batch_size)
     _print_problems(stream.errors, stream.warnings)
+    if resent := getattr(embedder, "resent", 0):  # --workers: tasks sent again after a failure or timeout
+        err.print(f"embedding tasks sent again: {resent}", highlight=False)
     for failure in report.bulk.failures:
         flag(err, "failed", "red", f"{failure.doc_id}: {failure.reason}")
     rate = report.embedded / report.embed_seconds if report.embed_seconds > 0 else 0.0
@@ -86,6 +103,29 @@ def index(
     )
     if report.bulk.failures:
         raise typer.Exit(1)
+
+
+def remote_embedder(settings: Settings) -> RemoteEmbedder:
+    """`--workers`: the Celery embedding workers of EMBEDDING_MODEL, with the EMBED_* dispatch settings."""
+    from hybrid_rerank.connector.remote_embedder import RemoteEmbedder
+    from hybrid_rerank.workers.celery_app import make_app
+
+    if settings.redis_url is None:
+        raise ConnectorError(
+            "--workers needs REDIS_URL, the Celery broker the embedding workers listen on; or index "
+            "without --workers to embed in this process"
+        )
+    # The sending side's app: the queue is named per task, EMBED_MODEL only lets make_app build it.
+    app = make_app(settings.model_copy(update={"embed_model": settings.embedding_model}), fail_fast=True)
+    return RemoteEmbedder(
+        app,
+        settings.embedding_model,
+        passage_prompt=settings.embedding_passage_prompt,
+        task_texts=settings.embed_task_texts,
+        in_flight=settings.embed_in_flight,
+        task_timeout_s=settings.embed_task_timeout_s,
+        retries=settings.embed_retries,
+    )
 
 
 class _Keep:
