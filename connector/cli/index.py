@@ -16,6 +16,7 @@ from hybrid_rerank.connector.indexing import DEFAULT_BATCH_SIZE
 from hybrid_rerank.connector.progress import progress_bar
 
 if TYPE_CHECKING:
+    from hybrid_rerank.connector.chunking import PassageSplitter
     from hybrid_rerank.connector.remote_embedder import RemoteEmbedder
     from hybrid_rerank.connector.settings import Settings
 
@@ -46,6 +47,20 @@ def index(
             "started with EMBED_MODEL set to it); this process never loads the model",
         ),
     ] = False,
+    passages: Annotated[
+        bool,
+        typer.Option(
+            "--passages",
+            help="cut documents longer than --passage-tokens bi-encoder tokens into overlapping passages, "
+            "one vector each; search scores a document by its best passage and says which matched",
+        ),
+    ] = False,
+    passage_tokens: Annotated[
+        int, typer.Option("--passage-tokens", min=1, help="passage size, in the bi-encoder's tokens")
+    ] = 200,
+    passage_overlap: Annotated[
+        int, typer.Option("--passage-overlap", min=0, help="tokens consecutive passages share")
+    ] = 50,
 ) -> None:
     """Index documents in batches. A rerun skips documents the index holds unchanged (by content hash) and
     re-embeds changed ones, so an interrupted run resumes where it stopped."""
@@ -71,6 +86,7 @@ def index(
     # The workers are found (or refused) before the backend is opened: a missing fleet writes nothing.
     err.print(f"embedding with {embedder.model_name} from {describe(embedder)}", highlight=False)
     backend = open_backend(settings, index_name)
+    splitter = passage_splitter(settings, passage_tokens, passage_overlap) if passages else None
     with progress_bar(err, "indexing", total) as update:
         report = index_documents(
             backend,
@@ -81,6 +97,7 @@ def index(
             batch_size=batch_size,
             total=total,
             progress=update,
+            passages=splitter,
         )
     deleted = 0
     if sync and recreate:
@@ -101,8 +118,21 @@ def index(
         f"warnings, {len(report.bulk.failures)} failed",
         highlight=False,
     )
+    if splitter is not None:
+        out.print(f"{report.passages} passage vectors ({splitter.label})", highlight=False)
     if report.bulk.failures:
         raise typer.Exit(1)
+
+
+def passage_splitter(settings: Settings, tokens: int, overlap: int) -> PassageSplitter:
+    """`--passages`: counted in the tokenizer of EMBEDDING_MODEL's folder (also with --workers)."""
+    from hybrid_rerank.connector.chunking import PassageOptions, model_splitter
+    from hybrid_rerank.workers.runtime.models import resolve_model
+
+    location = resolve_model(settings.embedding_model).location
+    return model_splitter(
+        location, PassageOptions(tokens, overlap), trust_remote_code=settings.trust_remote_code
+    )
 
 
 def remote_embedder(settings: Settings) -> RemoteEmbedder:
