@@ -176,15 +176,32 @@ def leg_scores_from_explanation(explanation: Mapping[str, Any]) -> tuple[float |
     """(BM25 raw score, cosine) of one hybrid hit, read from neural-search's `hybrid_score_explanation`.
 
     Each detail is one sub-query the document matched, "<technique> normalization of:" over the raw score;
-    the k-NN one describes itself as "within top k"."""
+    the k-NN one describes itself as "within top k" (on a passage index, a nested query with that below
+    it). With a nested sub-query, 2.19 puts both legs under one "combined score of:" detail instead, an
+    unmatched leg as "No matching clause"."""
     bm25: float | None = None
     vector: float | None = None
+    for leg in _explained_legs(explanation):
+        if _mentions(leg, "within top"):
+            vector = cosine_from_score(float(leg["value"]))
+        else:
+            bm25 = float(leg["value"])
+    return bm25, vector
+
+
+def _explained_legs(explanation: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    legs: list[Mapping[str, Any]] = []
     for detail in explanation.get("details", []):
         inner = (detail.get("details") or [{}])[0]
-        if "value" not in inner:
-            continue
-        if str(inner.get("description", "")).startswith("within top"):
-            vector = cosine_from_score(float(inner["value"]))
-        else:
-            bm25 = float(inner["value"])
-    return bm25, vector
+        if str(inner.get("description", "")).startswith("combined score of"):
+            legs += [d for d in inner.get("details", []) if d.get("description") != "No matching clause"]
+        elif "value" in inner:
+            legs.append(inner)
+    return legs
+
+
+def _mentions(explanation: Mapping[str, Any], prefix: str) -> bool:
+    """Whether this explanation or one below it starts with `prefix`."""
+    if str(explanation.get("description", "")).startswith(prefix):
+        return True
+    return any(_mentions(detail, prefix) for detail in explanation.get("details", []))

@@ -86,3 +86,16 @@ def test_a_passage_index_is_not_mixed_with_one_vector_per_document(
     with pytest.raises(IndexMismatchError, match="passages"):
         reopened.create_index("m", DIM, passages="8/2 tokens")
     assert reopened.create_index("m", DIM, passages=LAYOUT).passages == LAYOUT
+
+
+def test_server_side_hybrid_scores_the_best_passage_on_opensearch(
+    make_backend: BackendFactory, index_name: str
+) -> None:
+    backend, _ = built(make_backend, index_name)
+    if backend.name != "opensearch":
+        pytest.skip("server-side hybrid search is OpenSearch's (neural-search)")
+    hits = backend.hybrid("kinases", unit((0, 1.0)), 10, None, fusion="minmax", bm25_weight=0.5, rrf_k=60)
+    assert sorted(h.document.id for h in hits) == ["far", "long", "near"]  # each document once
+    legs = {h.document.id: (h.bm25_score is not None, h.vector_score) for h in hits}
+    assert legs["long"][0] and legs["long"][1] == pytest.approx(1.0, abs=1e-3)
+    assert not legs["far"][0] and legs["near"][1] == pytest.approx(0.6, abs=1e-3)

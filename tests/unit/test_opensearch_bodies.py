@@ -471,3 +471,27 @@ def test_a_vector_hit_names_its_matched_passage() -> None:
     assert leg.passage == Passage(40, 90) and leg.score == pytest.approx(0.8)
     (plain,) = bodies.parse_leg({"hits": {"hits": [{**hit, "inner_hits": {}}]}}, vector_leg=True)
     assert plain.passage is None
+
+
+def test_a_nested_knn_leg_is_read_from_the_combined_explanation_of_2_19() -> None:
+    nested = {
+        "value": 0.9,
+        "description": "Score based on 1 child docs in range from 3 to 3, using score mode Max",
+        "details": [
+            {
+                "value": 0.9,
+                "description": "sum of:",
+                "details": [{"value": 0.9, "description": "within top 5"}],
+            }
+        ],
+    }
+    matched_both = {
+        "value": 1.0,
+        "description": "combined score of:",
+        "details": [{"value": 0.61, "description": "max plus 0.3 times others of:"}, nested],
+    }
+    explanation = {"details": [{"description": "min_max normalization of:", "details": [matched_both]}]}
+    assert bodies.leg_scores_from_explanation(explanation) == (0.61, pytest.approx(0.8))
+    vector_only = {**matched_both, "details": [{"value": 0.0, "description": "No matching clause"}, nested]}
+    explanation = {"details": [{"description": "min_max normalization of:", "details": [vector_only]}]}
+    assert bodies.leg_scores_from_explanation(explanation) == (None, pytest.approx(0.8))
