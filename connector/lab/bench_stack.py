@@ -2,8 +2,9 @@
 in the same run.
 
 - search: per-stage p50/p95 (query embedding, BM25 leg, k-NN leg, fusion, hybrid recall in all) on the
-  embedded backend and, with OPENSEARCH_URL, on OpenSearch; the baseline is BM25-only on the same index, timed
-  alternately with hybrid for every query.
+  embedded backend and, with OPENSEARCH_URL or ELASTICSEARCH_URL, on that engine; the baseline is BM25-only on
+  the same index, timed alternately with hybrid for every query. The engine's top 10 (each leg and fused) is
+  compared with the embedded backend's on the first OVERLAP_QUERIES queries.
 - index: OpenSearch bulk writes, our backend (`bulk_index` + `commit`) against raw opensearch-py
   `streaming_bulk` with its defaults into an index with the same mapping, on the same documents and vectors;
   embedding is excluded (vectors come from the embedding cache).
@@ -13,8 +14,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,16 @@ from hybrid_rerank.connector.lab.reports import Report, report_table
 from hybrid_rerank.connector.settings import Settings
 
 STAGES = ("embed_query", "bm25_only", "bm25", "knn", "fusion", "hybrid_recall")
+OVERLAP_QUERIES = 50
+OVERLAP_K = 10
+RANKINGS = ("bm25", "knn", "fused")
+
+
+def top_k_overlap(ours: Sequence[Sequence[str]], reference: Sequence[Sequence[str]], k: int) -> float:
+    """Mean share of the reference's top k found in ours' top k, query by query (1.0: the same sets)."""
+    if len(ours) != len(reference) or not ours:
+        raise ValueError("top_k_overlap needs the same, non-zero number of queries on both sides")
+    return sum(len(set(a[:k]) & set(b[:k])) / k for a, b in zip(ours, reference, strict=True)) / len(ours)
 
 
 @dataclass(frozen=True)
@@ -38,6 +49,8 @@ class SearchTimings:
     recall_depth: int
     stages: dict[str, dict[str, float]]
     hybrid_vs_bm25_only: dict[str, float]  # p50 and p95 ratios
+    # top-10 overlap with the embedded backend per ranking (bm25, knn, fused); empty for the embedded one
+    overlap_with_embedded: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -45,6 +58,7 @@ class SearchTimings:
             "recall_depth": self.recall_depth,
             **self.stages,
             "hybrid_vs_bm25_only": self.hybrid_vs_bm25_only,
+            "top10_overlap_with_embedded": self.overlap_with_embedded,
         }
 
 
@@ -52,7 +66,7 @@ class SearchTimings:
 class SearchBenchReport(Report):
     machine: str
     dataset: str
-    backends: dict[str, SearchTimings]  # "embedded", and "opensearch" with OPENSEARCH_URL
+    backends: dict[str, SearchTimings]  # "embedded", and the engine's name with its URL set
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -69,6 +83,8 @@ class SearchBenchReport(Report):
                 rows.append([backend, stage, f"{summary['p50']:.2f}", f"{summary['p95']:.2f}"])
             ratio = timings.hybrid_vs_bm25_only
             rows.append([backend, "hybrid / BM25-only", f"x{ratio['p50']:.2f}", f"x{ratio['p95']:.2f}"])
+            for ranking, share in timings.overlap_with_embedded.items():
+                rows.append([backend, f"top-10 overlap with embedded: {ranking}", f"{share:.3f}", ""])
         return report_table(
             f"first stage per stage, ms ({self.machine})", ("backend", "stage", "p50", "p95"), rows, names=2
         )
@@ -177,18 +193,23 @@ class IndexBenchReport(Report):
 def run_search_bench(
     settings: Settings, folder: Path, *, n_queries: int, log: Callable[[str], None] = print
 ) -> SearchBenchReport:
-    targets = [("embedded", settings.model_copy(update={"opensearch_url": None}))]
+    embedded = settings.model_copy(update={"opensearch_url": None, "elasticsearch_url": None})
+    targets = [("embedded", embedded)]
     if settings.opensearch_url:
         targets.append(("opensearch", settings))
+    elif settings.elasticsearch_url:
+        targets.append(("elasticsearch", settings))
     else:
-        log("OPENSEARCH_URL is not set: measuring the embedded backend only")
+        log("neither OPENSEARCH_URL nor ELASTICSEARCH_URL is set: measuring the embedded backend only")
     backends: dict[str, SearchTimings] = {}
+    reference: dict[str, list[list[str]]] = {}  # the embedded backend's top 10s, measured first
     for name, target in targets:
         log(f"{name}: preparing the evaluation index")
         prepared = prepare_benchmark(target, folder, "test")
         backend, embedder = prepared.backend, prepared.embedder
         queries = [prepared.benchmark.queries[q] for q in sorted(prepared.benchmark.queries)][:n_queries]
         stages: dict[str, list[float]] = {k: [] for k in STAGES}
+        top: dict[str, list[list[str]]] = {ranking: [] for ranking in RANKINGS}
         weights = [target.bm25_weight, 1.0 - target.bm25_weight]
         embedder.embed_texts(queries[:2])  # warm-up
         backend.recall(queries[0], embedder.embed_texts(queries[:1])[0], target.recall_depth)
@@ -212,19 +233,32 @@ def run_search_bench(
                     [(h.document.id, h.score) for h in recall.bm25],
                     [(h.document.id, h.score) for h in recall.knn],
                 ]
-                fuse(
+                fused = fuse(
                     target.fusion,
                     legs,
                     rrf_k=target.rrf_k,
                     weights=None if target.fusion == "rrf" else weights,
                 )
                 stages["fusion"].append((time.perf_counter() - begun) * 1000.0)
+                if index < OVERLAP_QUERIES:
+                    top["bm25"].append([doc_id for doc_id, _ in legs[0][:OVERLAP_K]])
+                    top["knn"].append([doc_id for doc_id, _ in legs[1][:OVERLAP_K]])
+                    top["fused"].append([hit.id for hit in fused[:OVERLAP_K]])
         summary = {stage: latency_summary(values) for stage, values in stages.items() if values}
         ratio = {
             "p50": summary["hybrid_recall"]["p50"] / summary["bm25_only"]["p50"],
             "p95": summary["hybrid_recall"]["p95"] / summary["bm25_only"]["p95"],
         }
-        backends[name] = SearchTimings(len(queries), target.recall_depth, summary, ratio)
+        if name == "embedded":
+            reference = top
+            overlap: dict[str, float] = {}
+        else:
+            overlap = {r: top_k_overlap(top[r], reference[r], OVERLAP_K) for r in RANKINGS}
+            log(
+                f"{name}: top-{OVERLAP_K} overlap with embedded "
+                + ", ".join(f"{r} {overlap[r]:.3f}" for r in RANKINGS)
+            )
+        backends[name] = SearchTimings(len(queries), target.recall_depth, summary, ratio, overlap)
     return SearchBenchReport(machine=machine(), dataset=str(folder), backends=backends)
 
 

@@ -10,7 +10,13 @@ import pytest
 from opensearchpy import OpenSearch
 
 from hybrid_rerank.connector import factory
-from hybrid_rerank.connector.lab.bench_stack import STAGES, run_index_bench, run_search_bench
+from hybrid_rerank.connector.lab.bench_stack import (
+    RANKINGS,
+    STAGES,
+    SearchBenchReport,
+    run_index_bench,
+    run_search_bench,
+)
 from hybrid_rerank.connector.lab.demo import demo_data_dir
 from hybrid_rerank.connector.lab.evaluation import load_beir
 from hybrid_rerank.connector.settings import Settings, load_settings
@@ -36,6 +42,7 @@ def test_bench_search_times_both_backends_against_bm25_only(opensearch_url: str,
             assert timings.hybrid_vs_bm25_only[quantile] == pytest.approx(
                 timings.stages["hybrid_recall"][quantile] / timings.stages["bm25_only"][quantile]
             ), (name, quantile)
+    _check_overlap(report, "opensearch")
     published = json.loads((RESULTS / "bench-search.json").read_text(encoding="utf-8"))
     written = report.to_json()
     assert written["backends"]["opensearch"].keys() == published["backends"]["opensearch"].keys()
@@ -44,6 +51,27 @@ def test_bench_search_times_both_backends_against_bm25_only(opensearch_url: str,
         assert written["backends"][name]["queries"] == 4
     report.plot(tmp_path / "search.png")
     assert (tmp_path / "search.png").stat().st_size > 0
+
+
+def _check_overlap(report: SearchBenchReport, engine: str) -> None:
+    assert report.backends["embedded"].overlap_with_embedded == {}
+    overlap = report.backends[engine].overlap_with_embedded
+    assert list(overlap) == list(RANKINGS)
+    assert all(0.0 <= share <= 1.0 for share in overlap.values()), overlap
+    # the same 4 queries over the same 12-document corpus: the k-NN legs use the same vectors
+    assert overlap["knn"] >= 0.9, overlap
+
+
+def test_bench_search_covers_elasticsearch_with_its_overlap(elasticsearch_url: str, tmp_path: Path) -> None:
+    settings = load_settings(
+        data_dir=tmp_path / "data", elasticsearch_url=elasticsearch_url, recall_depth=20, rerank_depth=10
+    )
+    report = run_search_bench(settings, demo_data_dir(), n_queries=4, log=lambda _: None)
+    assert list(report.backends) == ["embedded", "elasticsearch"]
+    assert report.backends["elasticsearch"].stages["hybrid_recall"]["n"] == 4
+    _check_overlap(report, "elasticsearch")
+    published = json.loads((RESULTS / "bench-search-elasticsearch.json").read_text(encoding="utf-8"))
+    assert report.to_json()["backends"].keys() == published["backends"].keys()
 
 
 def test_bench_index_writes_the_same_documents_both_ways_and_cleans_up(
@@ -85,5 +113,5 @@ def test_bench_index_writes_the_same_documents_both_ways_and_cleans_up(
     assert written["ours_seconds"] == list(report.ours_seconds)
     report.plot(tmp_path / "index.png")
 
-    left = OpenSearch(opensearch_url).indices.get(index="bench-*", ignore_unavailable=True)
+    left = OpenSearch(opensearch_url).indices.get(index="bench-raw-*,bench-ours-*", ignore_unavailable=True)
     assert not left  # both benchmark indexes were removed

@@ -8,6 +8,7 @@ from hybrid_rerank.connector.lab.bench import (
     latency_summary,
     peak_rss_mib,
 )
+from hybrid_rerank.connector.lab.bench_stack import top_k_overlap
 from hybrid_rerank.connector.lab.demo import demo_data_dir
 from hybrid_rerank.connector.lab.evaluation import load_beir
 
@@ -56,3 +57,14 @@ def test_a_spawned_process_reports_its_own_peak_rss_not_its_parents() -> None:
     assert parent > 300
     assert 0 < child < parent - 250, (child, parent)
     del block
+
+
+def test_top_k_overlap_by_hand() -> None:
+    # query 1: {a, b} of the reference's {a, c} top 2 -> 1/2; query 2: the same set in another order -> 2/2
+    ours = [["a", "b", "z"], ["d", "e"]]
+    reference = [["a", "c", "b"], ["e", "d", "a"]]
+    assert top_k_overlap(ours, reference, 2) == pytest.approx((0.5 + 1.0) / 2)
+    # a short list counts its missing places as misses: 1 of 3
+    assert top_k_overlap([["a"]], [["a", "b", "c"]], 3) == pytest.approx(1 / 3)
+    with pytest.raises(ValueError, match="same, non-zero number"):
+        top_k_overlap([["a"]], [], 1)

@@ -230,7 +230,9 @@ def test_bench_search_times_the_embedded_backend_against_bm25_only(tmp_path: Pat
     settings = load_settings(data_dir=tmp_path / "data", opensearch_url=None, recall_depth=20, rerank_depth=5)
     said: list[str] = []
     report = run_search_bench(settings, demo_data_dir(), n_queries=4, log=said.append)
-    assert list(report.backends) == ["embedded"] and "OPENSEARCH_URL is not set" in said[0]
+    assert list(report.backends) == ["embedded"]
+    assert "neither OPENSEARCH_URL nor ELASTICSEARCH_URL is set" in said[0]
+    assert report.backends["embedded"].overlap_with_embedded == {}
     timings = report.backends["embedded"]
     assert (timings.queries, timings.recall_depth) == (4, 20)
     assert list(timings.stages) == list(STAGES)
