@@ -207,7 +207,7 @@ def build_workload(
     benchmark = prepared.benchmark
     query_ids = sorted(benchmark.queries)[:n_queries] if n_queries else sorted(benchmark.queries)
     texts = [benchmark.queries[q] for q in query_ids]
-    vectors = prepared.embedder.embed_texts(texts)
+    vectors = prepared.embedder.embed_queries(texts)
     rankings = hybrid_rankings(prepared.backend, search_options(settings), texts, vectors, depth)
     documents = {d.id: d for d in benchmark.documents}
     candidates = [[(d, documents[d].full_text, score) for d, score in ranked] for ranked in rankings]

@@ -27,6 +27,7 @@ from hybrid_rerank.connector.lab.reports import Report, report_table
 from hybrid_rerank.connector.pipeline import SearchOptions
 from hybrid_rerank.connector.settings import Settings
 from hybrid_rerank.connector.stages import (
+    bm25_pool,
     first_stage_ranking,
     fuse_recall,
     rerank_head,
@@ -202,6 +203,8 @@ class EvalReport(Report):
     recall_depth: int
     rerank_failures: tuple[str, ...]  # "query id: reason"; those queries kept their first-stage order
     rerank_skipped: str | None  # why the model could not load
+    # queries the language guard answered by BM25 alone or left unreranked (their rows show that order)
+    language_guarded: int
     embedding_cache_hit: bool
     index_built: bool
     seconds: float
@@ -222,6 +225,7 @@ class EvalReport(Report):
             "recall_depth": self.recall_depth,
             "rerank_failures": list(self.rerank_failures),
             "rerank_skipped": self.rerank_skipped,
+            "language_guarded": self.language_guarded,
             "embedding_cache_hit": self.embedding_cache_hit,
             "index_built": self.index_built,
             "seconds": self.seconds,
@@ -235,7 +239,13 @@ class EvalReport(Report):
             f"{self.backend} backend",
             ("system", *METRICS),
             [[name, *(f"{metrics[m]:.4f}" for m in METRICS)] for name, metrics in self.systems.items()],
-            caption=f"{self.seconds:.0f}s; corpus embeddings {cache}",
+            caption=f"{self.seconds:.0f}s; corpus embeddings {cache}"
+            + (
+                f"; {self.language_guarded} queries in a language the models do not read kept BM25 alone "
+                "or the first-stage order in the default rows (LANGUAGE_GUARD)"
+                if self.language_guarded
+                else ""
+            ),
         )
 
     def plot(self, path: Path) -> None:
@@ -277,7 +287,7 @@ def run_eval(
 ) -> EvalReport:
     """Every system on the same recall legs; the reranked system reranks the configured fusion's top M,
     through the pipeline's own stage functions."""
-    from hybrid_rerank.connector.factory import make_reranker, search_options
+    from hybrid_rerank.connector.factory import language_guard, make_reranker, search_options
 
     started = time.perf_counter()
     prepared = prepare_benchmark(
@@ -287,7 +297,10 @@ def run_eval(
     cache_hit, built = prepared.cache_hit, prepared.index_built
     query_ids = sorted(benchmark.queries)[:max_queries] if max_queries else sorted(benchmark.queries)
     qrels = {q: benchmark.qrels[q] for q in query_ids}
-    query_vectors = embedder.embed_texts([benchmark.queries[q] for q in query_ids])
+    query_vectors = embedder.embed_queries([benchmark.queries[q] for q in query_ids])
+    # The default pipeline's language guard: BM25 alone / no rerank where the models do not read the query.
+    guard = language_guard(settings)
+    plans = {q: guard.plan(benchmark.queries[q]) if guard is not None else None for q in query_ids}
 
     options = search_options(settings)
     depth = settings.rerank_depth if rerank_depth is None else rerank_depth
@@ -305,6 +318,9 @@ def run_eval(
             pool = fuse_recall(recall, replace(options.fusion_options, method=method))
             runs[f"hybrid-{method}"][query_id] = [entry.id for entry in pool]
             if method == settings.fusion:
+                plan = plans[query_id]
+                if plan is not None and not plan.dense:
+                    pool = bm25_pool(recall.bm25)
                 firsts[query_id] = first_stage_ranking(pool)
                 heads[query_id] = rerank_head(pool, depth)
         if progress:
@@ -319,13 +335,24 @@ def run_eval(
     failures: list[str] = []
     mixed: dict[str, list[str]] = {}
     if reranker is not None and depth > 0:
-        outcomes = reranker.rerank_many(
-            [(benchmark.queries[q], heads[q]) for q in query_ids],
-            progress=(lambda done, total: progress("reranking", done, total)) if progress else None,
+        readable = [q for q in query_ids if (plan := plans[q]) is None or plan.rerank]
+        outcomes = dict(
+            zip(
+                readable,
+                reranker.rerank_many(
+                    [(benchmark.queries[q], heads[q]) for q in readable],
+                    progress=(lambda done, total: progress("reranking", done, total)) if progress else None,
+                ),
+                strict=True,
+            )
         )
         runs[rerank_name] = {}
-        for query_id, outcome in zip(query_ids, outcomes, strict=True):
+        for query_id in query_ids:
             first = firsts[query_id]
+            outcome = outcomes.get(query_id)
+            if outcome is None:  # the reranker does not read this query: the first stage, as in search
+                runs[rerank_name][query_id] = mixed[query_id] = [doc_id for doc_id, _ in first]
+                continue
             if outcome.scores is None:  # counted and reported: that query keeps its first-stage order
                 failures.append(f"{query_id}: {outcome.reason}")
                 runs[rerank_name][query_id] = mixed[query_id] = [doc_id for doc_id, _ in first]
@@ -354,6 +381,9 @@ def run_eval(
         recall_depth=settings.recall_depth,
         rerank_failures=tuple(failures),
         rerank_skipped=skipped,
+        language_guarded=sum(
+            1 for q in query_ids if (plan := plans[q]) is not None and plan.note is not None
+        ),
         embedding_cache_hit=cache_hit,
         index_built=built,
         seconds=time.perf_counter() - started,

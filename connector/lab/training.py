@@ -78,8 +78,9 @@ def train_reranker(
     pseudo = pseudo_queries(benchmark.documents, config, rng)
     real_ids = [*train_ids, *dev_ids]
     texts = [benchmark.queries[q] for q in real_ids] + [row[1] for row in pseudo]
-    query_vectors = embedder.embed_texts(
-        texts, (lambda d, t: progress("embedding queries", d, t)) if progress else None
+    query_vectors = embedder.embed_texts(  # queries: with the model's query prompt, as search embeds them
+        [embedder.query_prompt + text for text in texts],
+        (lambda d, t: progress("embedding queries", d, t)) if progress else None,
     )
     rankings: list[list[tuple[str, float]]] = []
     for start in range(0, len(texts), 200):

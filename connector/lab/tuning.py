@@ -62,7 +62,7 @@ def retune_interpolation(
     seen = {d for q in train_ids for d, grade in benchmark.qrels[q].items() if grade > 0}
     unseen = [q for q in dev_ids if not {d for d, g in benchmark.qrels[q].items() if g > 0} & seen]
     texts = [benchmark.queries[q] for q in dev_ids]
-    vectors = prepared.embedder.embed_texts(texts)
+    vectors = prepared.embedder.embed_queries(texts)
     rankings = hybrid_rankings(prepared.backend, search_options(settings), texts, vectors, depth)
     dev_first = dict(zip(dev_ids, rankings, strict=True))
     scorer = make_scorer(settings.model_copy(update={"rerank_model": str(model_dir)}))

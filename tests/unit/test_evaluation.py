@@ -83,3 +83,38 @@ def test_a_missing_split_is_a_clear_error(settings_env: Path) -> None:
 
     with pytest.raises(ConfigurationError, match="no qrels for split 'train'"):
         load_beir(demo_data_dir(), "train")
+
+
+def _chinese_benchmark(folder: Path) -> Path:
+    """Three Chinese documents and two Chinese queries, each with one relevant document."""
+    folder.mkdir()
+    docs = [
+        {"_id": "d1", "title": "月亮", "text": "月亮的圆缺变化叫做月相，大约每二十九天循环一次。"},
+        {"_id": "d2", "title": "火山", "text": "火山喷发时岩浆从地下涌出，形成新的岩石。"},
+        {"_id": "d3", "title": "茶叶", "text": "绿茶不经过发酵，红茶经过完全发酵。"},
+    ]
+    queries = [{"_id": "q1", "text": "月相变化的周期"}, {"_id": "q2", "text": "红茶发酵"}]
+    (folder / "corpus.jsonl").write_text("\n".join(json.dumps(d, ensure_ascii=False) for d in docs) + "\n")
+    (folder / "queries.jsonl").write_text(
+        "\n".join(json.dumps(q, ensure_ascii=False) for q in queries) + "\n"
+    )
+    (folder / "qrels").mkdir()
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td3\t1\n")
+    return folder
+
+
+def test_the_default_rows_follow_the_language_guard_as_search_does(
+    settings_env: Path, embedder: Embedder
+) -> None:
+    """MiniLM and (here) the reranker read English: Chinese queries keep BM25 alone and are not reranked,
+    so the default row is the BM25 row; with the guard off they are fused and reranked."""
+    folder = _chinese_benchmark(settings_env / "zh")
+    guarded = run_eval(load_settings(rerank_languages="en"), folder, rerank_depth=3, embedder=embedder)
+    assert guarded.language_guarded == 2
+    assert guarded.systems["hybrid-zscore+rerank@3"] == guarded.systems["bm25"]
+    assert "2 queries in a language the models do not read" in str(guarded.table().caption)
+    free = run_eval(
+        load_settings(rerank_languages="en", language_guard=False), folder, rerank_depth=3, embedder=embedder
+    )
+    assert free.language_guarded == 0
+    assert free.systems["hybrid-zscore+rerank@3"] != free.systems["bm25"]

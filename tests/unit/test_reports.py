@@ -35,6 +35,7 @@ def eval_report() -> EvalReport:
         recall_depth=100,
         rerank_failures=("q7: timed out",),
         rerank_skipped=None,
+        language_guarded=0,
         embedding_cache_hit=True,
         index_built=False,
         seconds=12.5,
