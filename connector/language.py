@@ -92,7 +92,6 @@ LANGUAGE_SCRIPTS: Mapping[str, frozenset[str]] = {
     "th": frozenset({"thai"}),
 }
 # Models whose folders declare nothing but whose languages we know.
-KNOWN_MODEL_LANGUAGES: Mapping[str, tuple[str, ...]] = {"scifact-minilm-l6-reranker-int8": ("en",)}
 _CODE = re.compile(r"^[a-z]{2,3}([-_][a-z0-9]+)*$")
 
 
@@ -224,7 +223,8 @@ def card_languages(card: str) -> tuple[str, ...]:
 
 
 def model_languages(name: str, location: str, setting: Iterable[str] | None) -> ModelLanguages:
-    """The setting when given, else what the folder declares, else what we know of a shipped model."""
+    """The setting when given, else what the folder declares (the shipped reranker's card says `en`), else
+    any language."""
     if setting is not None:
         return ModelLanguages(parse_languages(setting), "setting")
     card = model_file(location, "README.md")
@@ -238,8 +238,6 @@ def model_languages(name: str, location: str, setting: Iterable[str] | None) -> 
     declared = read_json(model_file(location, "hybrid_rerank.json"))
     if isinstance(declared, dict) and isinstance(declared.get("languages"), list):
         return ModelLanguages(parse_languages(str(v) for v in declared["languages"]), "hybrid_rerank.json")
-    if name in KNOWN_MODEL_LANGUAGES:
-        return ModelLanguages(KNOWN_MODEL_LANGUAGES[name], "known shipped model")
     return ModelLanguages()
 
 

@@ -106,7 +106,7 @@ def test_models_declare_their_languages(tmp_path: Path) -> None:
     minilm = resolve_model("all-MiniLM-L6-v2")
     assert model_languages("all-MiniLM-L6-v2", minilm.location, None) == ModelLanguages(("en",), "model card")
     shipped = resolve_model("scifact-minilm-l6-reranker-int8")
-    assert model_languages(shipped.name, shipped.location, None).codes == ("en",)
+    assert model_languages(shipped.name, shipped.location, None) == ModelLanguages(("en",), "model card")
     assert model_languages("m", minilm.location, ["zh", "en"]) == ModelLanguages(("zh", "en"), "setting")
     (tmp_path / "hybrid_rerank.json").write_text(json.dumps({"languages": ["zh"]}))
     assert model_languages("ours", str(tmp_path), None) == ModelLanguages(("zh",), "hybrid_rerank.json")

@@ -160,7 +160,7 @@ def test_the_factory_builds_the_guard_from_the_settings_and_model_cards(
 
     default = guard()
     assert default == LanguageGuard(
-        ModelLanguages(("en",), "model card"), ModelLanguages(("en",), "known shipped model")
+        ModelLanguages(("en",), "model card"), ModelLanguages(("en",), "model card")
     )
     assert guard(language_guard=False) is None
     opened = guard(embedding_languages="*", rerank_languages="en,zh")
