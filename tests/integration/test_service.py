@@ -101,6 +101,21 @@ def test_pages_filters_and_rerank_off(client: httpx.Client) -> None:
     assert [h["ranks"]["fused"] for h in off["hits"]] == list(range(1, len(off["hits"]) + 1))
 
 
+def test_a_query_the_bi_encoder_cannot_read_is_searched_by_bm25_alone_and_says_so(
+    client: httpx.Client,
+) -> None:
+    """all-MiniLM-L6-v2's card says `en`: a Chinese query is never embedded, and the JSON names the guard."""
+    served = client.post("/search", json={"query": "月亮的圆缺变化", "k": 5}).json()
+    assert served["language"] == "zh" and served["bm25_only"] is True
+    assert "BM25" in served["language_note"]
+    assert "embed_query" not in served["timings_ms"] and "bm25" in served["timings_ms"]
+    english = client.post("/search", json={"query": QUERY, "k": 5}).json()
+    assert (
+        english["language"] == "latin" and english["bm25_only"] is False and english["language_note"] is None
+    )
+    assert "embed_query" in english["timings_ms"]
+
+
 # --- rerank APIs -----------------------------------------------------------------------------------------
 
 TEXTS = ["cook steak on the grill", f"the {MARKER} and the sun", "salt and water", f"{MARKER} {MARKER} light"]
