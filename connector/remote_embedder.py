@@ -164,7 +164,9 @@ class RemoteEmbedder:
                 attempts[batch] += 1
                 running.append(self._send(batch, EmbedRequest(batches[batch], self.model_id, prompt)))
             finished = [
-                (sent, outcome) for sent in running if (outcome := self._poll(sent, len(batches[sent.batch])))
+                (sent, outcome)
+                for sent in running
+                if (outcome := self._poll(sent, len(batches[sent.batch]), self.task_timeout_s))
             ]
             for sent, outcome in finished:
                 running.remove(sent)
@@ -202,8 +204,8 @@ class RemoteEmbedder:
             return _Sent(batch, None, now, f"could not send the task: {describe_exception(exc)}")
         return _Sent(batch, result, now)
 
-    def _poll(self, sent: _Sent, texts: int) -> EmbedOutcome | None:
-        """The task's outcome once it ended or timed out; None while it runs."""
+    def _poll(self, sent: _Sent, texts: int, timeout_s: float) -> EmbedOutcome | None:
+        """The task's outcome once it ended or had no reply within `timeout_s`; None while it runs."""
         if sent.result is None:
             return EmbedOutcome.failed(sent.error, "task_failed")
         try:
@@ -214,15 +216,12 @@ class RemoteEmbedder:
                 return outcome
         except Exception as exc:  # the result backend (Redis) went away: the task may still end
             log.warning("could not read an embedding result: %s", describe_exception(exc))
-        if time.monotonic() - sent.sent_at > self.task_timeout_s:
-            return EmbedOutcome.failed(f"no reply within {self.task_timeout_s:.0f}s", "timeout")
+        if time.monotonic() - sent.sent_at > timeout_s:
+            return EmbedOutcome.failed(f"no reply within {timeout_s:g}s", "timeout")
         return None
 
     def _wait(self, sent: _Sent, texts: int, timeout_s: float) -> EmbedOutcome:
-        deadline = time.monotonic() + timeout_s
-        while (outcome := self._poll(sent, texts)) is None:
-            if time.monotonic() > deadline:
-                return EmbedOutcome.failed(f"no reply within {timeout_s:.0f}s", "timeout")
+        while (outcome := self._poll(sent, texts, timeout_s)) is None:
             time.sleep(self.poll_s)
         return outcome
 

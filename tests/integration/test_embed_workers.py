@@ -20,6 +20,7 @@ import pytest
 from hybrid_rerank.connector.backends.embedded import EmbeddedBackend
 from hybrid_rerank.connector.documents import Document
 from hybrid_rerank.connector.embedder import Embedder
+from hybrid_rerank.connector.remote_embedder import EmbeddingWorkersError, RemoteEmbedder
 from hybrid_rerank.workers.celery_app import make_app
 from hybrid_rerank.workers.local import WorkerProcess
 from hybrid_rerank.workers.settings import load_worker_settings
@@ -159,6 +160,22 @@ def test_the_workers_give_the_in_process_vectors_and_search_results(
         remote_hits, local_hits = remote.knn(query_vector, 10), local.knn(query_vector, 10)
         assert [h.document.id for h in remote_hits] == [h.document.id for h in local_hits]
         assert np.allclose([h.score for h in remote_hits], [h.score for h in local_hits], atol=1e-4)
+
+
+def test_rows_keep_input_order_across_tasks_and_retries_are_bounded(
+    worker: WorkerProcess, embedder: Embedder, redis_url: str
+) -> None:
+    settings = load_worker_settings(_env_file=None, redis_url=redis_url, rerank_model=None, embed_model=MODEL)
+    app = make_app(settings, fail_fast=True)
+    texts = [f"{word} number {i}" for i, word in enumerate(WORDS)]
+    remote = RemoteEmbedder(app, MODEL, task_texts=3, in_flight=3)  # 4 tasks, 3 at once, back in any order
+    assert remote.workers == [] and remote.dimension == 384 and remote.workers == [worker.hostname]
+    rows = remote.embed_texts(texts)
+    assert np.allclose(rows, embedder.embed_texts(texts), atol=1e-5)
+    hasty = RemoteEmbedder(app, MODEL, task_texts=4, in_flight=1, task_timeout_s=0.001, retries=1)
+    with pytest.raises(EmbeddingWorkersError, match=r"texts 0-3 failed 2 times .* no reply within 0.001s"):
+        hasty.embed_texts(texts)
+    assert hasty.resent == 1
 
 
 def in_progress(worker: WorkerProcess) -> set[str]:
