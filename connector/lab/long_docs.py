@@ -177,6 +177,47 @@ def measure(
     return results
 
 
+def rerank_reading(folder: Path, options: PassageOptions, depth: int) -> dict[str, float]:
+    """On the passage index `measure` built (embedded), the same reranked head read two ways: from the
+    document's start (`full_text`, as without passages) and from its matched passage; nDCG@10 of each."""
+    from hybrid_rerank.connector.backends.embedded import EmbeddedBackend
+    from hybrid_rerank.connector.factory import make_reranker, search_options
+    from hybrid_rerank.connector.lab.evaluation import evaluate_run
+    from hybrid_rerank.connector.stages import first_stage_ranking, fuse_recall, rerank_head, rerank_order
+    from hybrid_rerank.workers.protocol import Candidate
+
+    settings = load_settings()
+    benchmark = load_beir(folder)
+    name = f"{eval_index_name(benchmark)}-p{options.tokens}-{options.overlap}"
+    backend = EmbeddedBackend(settings.data_dir, name)
+    embedder = Embedder(settings.embedding_model)
+    reranker = make_reranker(settings)
+    assert reranker is not None, "RERANK_MODEL is off"
+    query_ids = sorted(benchmark.queries)
+    vectors = embedder.embed_texts([benchmark.queries[q] for q in query_ids])
+    fusion = search_options(settings).fusion_options
+    pools = [
+        fuse_recall(backend.recall(benchmark.queries[q], v, settings.recall_depth), fusion)
+        for q, v in zip(query_ids, vectors, strict=True)
+    ]
+    heads = {
+        "passage first": [rerank_head(pool, depth) for pool in pools],
+        "document start": [[Candidate(e.id, e.document.full_text) for e in pool[:depth]] for pool in pools],
+    }
+    results: dict[str, float] = {}
+    for label, per_query in heads.items():
+        outcomes = reranker.rerank_many(
+            [(benchmark.queries[q], h) for q, h in zip(query_ids, per_query, strict=True)]
+        )
+        for weight in (1.0, 0.4):
+            run = {
+                q: rerank_order(first_stage_ranking(pool), outcome.scores or {}, depth, weight)[0]
+                for q, pool, outcome in zip(query_ids, pools, outcomes, strict=True)
+            }
+            results[f"{label}, w={weight:g}"] = evaluate_run(run, benchmark.qrels)["ndcg@10"]
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -194,11 +235,15 @@ def main() -> None:
     run.add_argument("--rerank-depth", type=int, default=30)
     run.add_argument("--only", choices=["plain", "passages"], help="measure one layout only")
     run.add_argument("--out", type=Path, help="write the results as JSON here")
+    run.add_argument("--rerank-reading", action="store_true", help="only compare what the reranker reads")
     args = parser.parse_args()
     if args.command == "build":
         print(json.dumps(build(args.source, args.out, queries=args.queries, documents=args.documents)))
         return
     tokens, _, overlap = str(args.passages).partition("/")
+    if args.rerank_reading:
+        print(json.dumps(rerank_reading(args.folder, PassageOptions(int(tokens), int(overlap or 0)), 30)))
+        return
     layouts = {"plain": None, "passages": PassageOptions(int(tokens), int(overlap or 0))}
     results = {
         key: measure(args.folder, layout, args.opensearch, args.rerank_depth)
