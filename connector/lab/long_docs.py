@@ -128,6 +128,8 @@ def index_bytes(backend: Backend, data_dir: Path, name: str) -> int:
     assert isinstance(backend, EngineBackend)
     client = backend.client
     client.indices.forcemerge(index=name, max_num_segments=1)
+    client.indices.refresh(index=name)  # until then the merged-away segments still count
+    client.indices.flush(index=name)
     rows = client.cat.indices(index=f"{name}-v*", format="json", bytes="b")
     return sum(int(row["pri.store.size"]) for row in rows)
 
