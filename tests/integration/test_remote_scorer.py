@@ -329,7 +329,10 @@ def test_a_celery_worker_serves_the_remote_kind(
     finally:
         worker.stop()
     assert refused.scores is None and refused.code == "scoring_failed"  # a reply, not a task failure
-    assert "Traceback" not in worker.log.read_text()
+    log = worker.log.read_text()
+    # our own warning, not Celery's "raised unexpected" with the task's traceback (the worker's stop may
+    # still log a pool process lost to SIGTERM: that is not the task's)
+    assert "scoring failed" in log and "raised unexpected" not in log
     reason = refused.reason or ""
     assert f"{service.url}/v2/rerank answered HTTP 401 (not retried)" in reason, reason
     assert "RERANK_REMOTE_API_KEY" in reason and WRONG_KEY not in reason
