@@ -124,7 +124,7 @@ def _bi_encoder() -> BiEncoder:
     return result
 
 
-@signals.worker_init.connect  # type: ignore[untyped-decorator]  # celery's decorators are untyped
+@signals.worker_init.connect
 def _plan_threads(sender: Any = None, **_: Any) -> None:
     """Split the cores between the pool's processes (unless EMBED_THREADS says otherwise)."""
     concurrency = max(int(getattr(sender, "concurrency", 1) or 1), 1)
@@ -132,18 +132,18 @@ def _plan_threads(sender: Any = None, **_: Any) -> None:
     _runtime["prefork"] = "prefork" in str(getattr(sender, "pool_cls", "prefork")).lower()
 
 
-@signals.worker_process_init.connect  # type: ignore[untyped-decorator]  # celery's decorators are untyped
+@signals.worker_process_init.connect
 def _load_in_child(**_: Any) -> None:
     _bi_encoder()
 
 
-@signals.worker_ready.connect  # type: ignore[untyped-decorator]  # celery's decorators are untyped
+@signals.worker_ready.connect
 def _load_in_worker(**_: Any) -> None:
     if not _runtime.get("prefork", True):  # solo / threads: the worker itself embeds
         _bi_encoder()
 
 
-@shared_task(name=EMBED_TASK_NAME, bind=True)  # type: ignore[untyped-decorator]  # celery's decorators are untyped
+@shared_task(name=EMBED_TASK_NAME, bind=True)
 def embed(self: Any, payload: Any) -> dict[str, Any]:
     """A request in the embedding protocol in, a reply in it out (`workers.embed_protocol`). A bad request
     or a model error is a reply that says so; it never takes the worker down."""
