@@ -5,6 +5,9 @@ package folder is in the wheel."""
 from __future__ import annotations
 
 import ast
+import pickle
+import subprocess
+import sys
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,9 +39,24 @@ def sources(folder: str) -> Iterator[Path]:
     yield from sorted((REPO / folder).rglob("*.py"))
 
 
+def parse(path: Path) -> ast.Module:
+    """The file's syntax tree, parsed in a fresh interpreter if this one trips CPython 3.11.7's
+    "AST constructor recursion depth mismatch" (gh-106905), seen once in a fresh-clone run."""
+    source = path.read_text(encoding="utf-8")
+    try:
+        return ast.parse(source)
+    except SystemError:
+        code = "import ast, pickle, sys; sys.stdout.buffer.write(pickle.dumps(ast.parse(sys.stdin.read())))"
+        fresh = subprocess.run(
+            [sys.executable, "-c", code], input=source.encode(), capture_output=True, check=True
+        )
+        tree: ast.Module = pickle.loads(fresh.stdout)
+        return tree
+
+
 def imports(path: Path, *, top_level_only: bool = False) -> Iterator[tuple[int, str]]:
     """(line, module) of every import in a file; with `top_level_only`, not those inside functions."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
+    tree = parse(path)
     nodes = tree.body if top_level_only else list(ast.walk(tree))
     for node in nodes:
         if isinstance(node, ast.Import):
