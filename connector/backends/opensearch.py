@@ -70,15 +70,16 @@ def classify(exc: Exception) -> EngineFailure:
     if isinstance(exc, os_exc.AuthenticationException):
         return EngineFailure("auth", 401)
     if isinstance(exc, os_exc.AuthorizationException):
-        return EngineFailure("forbidden", 403, _reason(exc))
+        return EngineFailure("forbidden", 403, transport_reason(exc))
     if isinstance(exc, os_exc.NotFoundError):
         return EngineFailure("missing", 404)
     if isinstance(exc, os_exc.TransportError):
-        return EngineFailure("refused", exc.status_code, _reason(exc))
+        return EngineFailure("refused", exc.status_code, transport_reason(exc))
     return EngineFailure("refused", None, type(exc).__name__)
 
 
-def _reason(exc: os_exc.TransportError) -> str:
+def transport_reason(exc: os_exc.TransportError) -> str:
+    """The node's `type: reason (cause)` for a refused request, else the client's text."""
     info = exc.info if isinstance(exc.info, dict) else {}
     error = info.get("error")
     return error_reason(error) if isinstance(error, dict) else str(exc.error)

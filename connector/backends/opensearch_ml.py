@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from opensearchpy import OpenSearch
 from opensearchpy import exceptions as os_exc
 
+from hybrid_rerank.connector.backends.opensearch import transport_reason
 from hybrid_rerank.connector.errors import BackendUnavailableError, ConfigurationError, ConnectorError
 from hybrid_rerank.mappings import rerank_pipeline as bodies
 
@@ -73,7 +74,7 @@ class RerankInstaller:
             ) from exc
         except os_exc.TransportError as exc:
             raise ConnectorError(
-                f"OpenSearch refused to {what or path}: {exc.status_code} {_reason(exc)}"
+                f"OpenSearch refused to {what or path}: {exc.status_code} {transport_reason(exc)}"
             ) from exc
 
     # --- steps ---------------------------------------------------------------------------------------------
@@ -261,11 +262,3 @@ def service_is_private(service_url: str) -> bool:
 
 def _url(connector: dict[str, Any]) -> str:
     return str(connector["actions"][0]["url"])
-
-
-def _reason(exc: os_exc.TransportError) -> str:
-    info = exc.info if isinstance(exc.info, dict) else {}
-    error = info.get("error")
-    if isinstance(error, dict):
-        return f"{error.get('type', '')}: {error.get('reason', '')}"
-    return str(exc.error)
