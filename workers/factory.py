@@ -53,6 +53,7 @@ def make_scorer(settings: WorkerSettings, *, threads: int | None = None) -> Cros
         llm_prompt=settings.rerank_llm_prompt,
         llm_instruction=settings.rerank_llm_instruction,
         remote=remote_options(settings),
+        cutoff_layer=settings.rerank_cutoff_layer,
     )
 
 

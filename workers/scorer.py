@@ -110,6 +110,7 @@ class CrossEncoderScorer:
         llm_prompt: PromptName = "auto",
         llm_instruction: str | None = None,
         remote: RemoteOptions | None = None,
+        cutoff_layer: int | None = None,
     ) -> None:
         if backend not in RUNNER_KINDS:
             raise ModelLoadError(f"unknown rerank backend {backend!r}: use one of {', '.join(RUNNER_KINDS)}")
@@ -134,6 +135,7 @@ class CrossEncoderScorer:
         self.llm_prompt = llm_prompt
         self.llm_instruction = llm_instruction
         self.remote = remote
+        self.cutoff_layer = cutoff_layer  # layerwise early exit (RERANK_CUTOFF_LAYER); None: every layer
         self._model: LoadedModel | None = None
 
     @property
@@ -149,6 +151,8 @@ class CrossEncoderScorer:
             return str(self.load().remote.cache_key)
         if self.kind != "auto" or self.llm_prompt != "auto" or self.llm_instruction:
             key += f"|{self.kind}|{self.llm_prompt}|{self.llm_instruction or ''}"
+        if self.cutoff_layer is not None:
+            key += f"|layer{self.cutoff_layer}"
         return key
 
     @property
@@ -239,6 +243,7 @@ class CrossEncoderScorer:
             precision=precision,
             threads=self.threads,
             trust_remote_code=self.trust_remote_code,
+            cutoff_layer=self.cutoff_layer,
         )
         runner.description += f", {fmt.name} prompt"
         return LoadedModel(tokenizer, runner, folder, interpolation_weight(folder), "llm", prompt)

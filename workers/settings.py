@@ -50,6 +50,12 @@ class WorkerSettings(BaseSettings):
         1, gt=0, description="above 1, long documents are split into passages and scored by the best one"
     )
     rerank_threads: int | None = Field(None, gt=0, description="torch threads per worker process")
+    rerank_cutoff_layer: int | None = Field(
+        None,
+        ge=1,
+        description="layerwise early exit: read the score after this many layers (models with per-layer "
+        "heads, or ours trained with the layerwise objective); unset: all layers",
+    )
     rerank_kind: RerankKindName = Field(
         "auto",
         description="scorer kind; auto: from the model's config.json (a sequence-classification head is a "
@@ -81,6 +87,12 @@ class WorkerSettings(BaseSettings):
     rerank_visibility_timeout_s: int = Field(600, gt=0, description="a task unacked this long is redelivered")
     rerank_result_ttl_s: int = Field(3600, gt=0)
     rerank_cache_ttl_s: int = Field(86400, ge=0, description="score cache in Redis; 0 turns it off")
+    rerank_batch_window_ms: float = Field(
+        0.0,
+        ge=0.0,
+        description="a worker holds a rerank this long to score it in one model call with concurrent ones "
+        "for the same model (cross-request batching); 0: off",
+    )
     rerank_task_candidates: int = Field(
         64, gt=0, description="most candidates in one Celery task; a larger request is split across tasks"
     )

@@ -170,6 +170,7 @@ class LlmRunner:
         precision: Precision,
         threads: int | None,
         trust_remote_code: bool = False,
+        cutoff_layer: int | None = None,
     ) -> None:
         import torch
         from transformers import AutoModelForCausalLM
@@ -178,6 +179,7 @@ class LlmRunner:
 
         self._torch = torch
         self.device = device
+        self.cutoff_layer = cutoff_layer  # layerwise early exit; None: the last layer
         self.answer_ids = list(answer_ids)
         self.model = load_torch_model(
             AutoModelForCausalLM,
