@@ -425,3 +425,60 @@ def build_tiny_llm_reranker(
         eos_token_id=tokenizer.eos_token_id,
         **extra,
     )
+
+
+LAYERWISE_CODE = Path(__file__).with_name("tiny_layerwise")  # the model's own code, two files
+LAYERWISE_MODULE = "modeling_layerwise_minicpm"
+LAYERWISE_CONFIG_MODULE = "configuration_layerwise_minicpm"
+
+
+def build_tiny_layerwise_reranker(
+    folder: Path, seed: int = 0, *, hidden: int = 32, layers: int = 4, start_layer: int = 2
+) -> Path:
+    """A small per-layer-head LLM reranker shaped like bge-reranker-v2-minicpm-layerwise: its own code
+    (tests/tiny_layerwise/, copied into the folder and named in `auto_map`; model_type `minicpm`, which
+    transformers lacks, so loading needs trust_remote_code), score heads after layers `start_layer` to
+    `layers`, and a Llama-style SentencePiece BPE tokenizer (a "▁" prepended to every text, as MiniCPM's)
+    trained on the demo corpus and the bge instruction."""
+    import json
+    import shutil
+
+    import torch
+    import transformers
+    from tokenizers import normalizers
+
+    from hybrid_rerank.workers.runtime.llm import BGE_INSTRUCTION
+
+    folder.mkdir(parents=True, exist_ok=True)
+    trained = train_tokenizer("spm-bpe", ["<pad>", "<s>", "</s>", "<unk>"], extra=(BGE_INSTRUCTION,) * 20)
+    trained.normalizer = normalizers.Sequence(
+        [normalizers.Prepend("\u2581"), normalizers.Replace(" ", "\u2581")]
+    )
+    tokenizer = transformers.LlamaTokenizer(
+        tokenizer_object=trained, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>"
+    )
+    tokenizer.save_pretrained(str(folder))
+    for module in (LAYERWISE_MODULE, LAYERWISE_CONFIG_MODULE):
+        shutil.copyfile(LAYERWISE_CODE / f"{module}.py", folder / f"{module}.py")
+    config = {
+        "architectures": ["LayerWiseMiniCPMForCausalLM"],
+        "model_type": "minicpm",
+        "auto_map": {
+            "AutoConfig": f"{LAYERWISE_CONFIG_MODULE}.LayerWiseMiniCPMConfig",
+            "AutoModelForCausalLM": f"{LAYERWISE_MODULE}.LayerWiseMiniCPMForCausalLM",
+        },
+        "vocab_size": len(tokenizer),
+        "hidden_size": hidden,
+        "num_hidden_layers": layers,
+        "start_layer": start_layer,
+        "initializer_range": TINY_INIT_RANGE,
+        "pad_token_id": tokenizer.pad_token_id,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+    }
+    (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    loaded = transformers.AutoConfig.from_pretrained(str(folder), trust_remote_code=True)
+    torch.manual_seed(seed)
+    model = transformers.AutoModelForCausalLM.from_config(loaded, trust_remote_code=True)
+    model.save_pretrained(str(folder))
+    return folder

@@ -4,7 +4,9 @@ unless RERANK_KIND says; and the checks that turn a folder that cannot load into
 - `cross-encoder`: a sequence-classification model (BERT/MiniLM, XLM-RoBERTa, ModernBERT, ...): one logit per
   (query, document) pair.
 - `llm`: a causal language model that answers yes or no after a prompt (bge-reranker-v2-gemma,
-  Qwen3-Reranker): the score is read from the "yes" / "no" logits at the last position.
+  Qwen3-Reranker): the score is read from the "yes" / "no" logits at the last position; or one whose own code
+  puts a score head after each layer (bge-reranker-v2-minicpm-layerwise, `auto_map`, so only with
+  TRUST_REMOTE_CODE): the score is read from the head of the layer RERANK_CUTOFF_LAYER names.
 - `remote`: an HTTP rerank API (text-embeddings-inference, Cohere, Jina); no folder at all.
 """
 
