@@ -1,6 +1,8 @@
 """The interpolation weight of a rerank model: its dev rankings scored through the reranking core, and
 `hybrid-rerank tune-reranker`, which tunes the weight again for the current settings and writes it into the
-model folder's hybrid_rerank.json (whence a worker's reply carries it to the searching side)."""
+model folder's hybrid_rerank.json (whence a worker's reply carries it to the searching side). The weight
+written is the safe one (`safe_interpolation`): no larger than the tuned one, and no larger than where the
+document-disjoint dev queries' curve starts to fall below the first stage."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from typing import Any
 from hybrid_rerank.connector.documents import Document
 from hybrid_rerank.connector.factory import search_options
 from hybrid_rerank.connector.lab.evaluation import hybrid_rankings, prepare_benchmark
+from hybrid_rerank.connector.lab.safe_interpolation import default_weight
 from hybrid_rerank.connector.lab.training_data import split_dev, tune_interpolation
 from hybrid_rerank.connector.settings import Settings
 from hybrid_rerank.workers.factory import make_scorer
@@ -73,10 +76,13 @@ def retune_interpolation(
     _, unseen_curve = tune_interpolation(
         {q: dev_rerank[q] for q in unseen}, {q: dev_first[q] for q in unseen}, benchmark.qrels
     )
+    chosen, rule = default_weight(weight, unseen_curve, len(unseen))
     metadata = read_rerank_metadata(model_dir)
     metadata.update(
         {
-            "interpolation_weight": weight,
+            "interpolation_weight": chosen,
+            "tuned_interpolation_weight": weight,
+            "interpolation_rule": rule,
             "tuned_with": {
                 "max_length": settings.rerank_max_length,
                 "max_passages": settings.rerank_max_passages,
@@ -91,7 +97,9 @@ def retune_interpolation(
     )
     (model_dir / RERANK_METADATA).write_text(json.dumps(metadata, indent=2), encoding="utf-8")
     return {
-        "interpolation_weight": weight,
+        "interpolation_weight": chosen,
+        "tuned_weight": weight,
+        "rule": rule,
         "curve": curve,
         "unseen_curve": unseen_curve,
         "unseen": len(unseen),
