@@ -20,11 +20,39 @@ from hybrid_rerank.connector.cli.common import (
 
 @app.command("train-reranker")
 def train_reranker_command(
-    dataset: Annotated[Path, typer.Argument(help="BEIR folder with a training qrels split")],
+    dataset: Annotated[
+        Path, typer.Argument(help="BEIR folder with a training qrels split (--unlabeled: any corpus)")
+    ],
     output: Annotated[Path, typer.Option("--out", help="the model folder to write")] = Path(
         "models/reranker"
     ),
-    base_model: Annotated[str, typer.Option(help="local folder or packaged model name")] = "all-MiniLM-L6-v2",
+    base_model: Annotated[
+        str,
+        typer.Option(
+            "--base",
+            "--base-model",
+            help="where training starts: a local folder (a bi-encoder or an existing cross-encoder) or a "
+            "packaged model name",
+        ),
+    ] = "all-MiniLM-L6-v2",
+    unlabeled: Annotated[
+        bool,
+        typer.Option(
+            "--unlabeled",
+            help="no qrels: pseudo-queries from the corpus alone, dev from held-out documents",
+        ),
+    ] = False,
+    layerwise: Annotated[
+        str,
+        typer.Option(
+            help="layers whose [CLS] state the model's head must score, e.g. 2,4,6 (so a cut model stays "
+            "usable); auto: every third of the layers where the head is known; none: last layer only",
+        ),
+    ] = "auto",
+    dev_split: Annotated[
+        str,
+        typer.Option(help="documents: dev queries cite no document a training query cites; random"),
+    ] = "documents",
     split: Annotated[str, typer.Option(help="qrels split to train on (never test)")] = "train",
     dev_queries: Annotated[int, typer.Option(min=0, help="training queries held out as dev")] = 100,
     max_train_queries: Annotated[int | None, typer.Option(min=1, help="use only N training queries")] = None,
@@ -44,9 +72,14 @@ def train_reranker_command(
     from hybrid_rerank.connector.lab.training import train_reranker
     from hybrid_rerank.connector.lab.training_data import TrainingConfig
 
-    if split == "test":
+    if split == "test" and not unlabeled:
         raise typer.BadParameter("training on the test split would make every test figure meaningless")
+    if dev_split not in ("documents", "random"):
+        raise typer.BadParameter(f"--dev-split is documents or random, not {dev_split!r}")
     config = TrainingConfig(
+        unlabeled=unlabeled,
+        layerwise=parse_layers(layerwise),
+        dev_split="documents" if dev_split == "documents" else "random",
         base_model=base_model,
         split=split,
         dev_queries=dev_queries,
@@ -74,6 +107,32 @@ def train_reranker_command(
         f"(rerank weight {report['interpolation_weight']}); trained in {report['train_seconds']:.0f} s",
         highlight=False,
     )
+    if "layerwise" in report:
+        per_layer = report["layerwise"]
+        out.print(
+            "per layer (dev): "
+            + ", ".join(
+                f"layer {k}: rerank {per_layer['dev_ndcg@10'][str(k)]:.4f}, "
+                f"weight {per_layer['interpolation_weights'][str(k)]}"
+                for k in per_layer["layers"]
+            ),
+            highlight=False,
+        )
+
+
+def parse_layers(text: str) -> tuple[int, ...] | None:
+    """--layerwise: None for auto, () for none, else the listed layers."""
+    cleaned = text.strip().lower()
+    if cleaned == "auto":
+        return None
+    if cleaned in ("none", "off", ""):
+        return ()
+    try:
+        return tuple(int(part) for part in cleaned.split(","))
+    except ValueError:
+        raise typer.BadParameter(
+            f"--layerwise takes auto, none or layer numbers like 2,4,6; got {text!r}"
+        ) from None
 
 
 @app.command("tune-reranker")

@@ -17,7 +17,6 @@ than hybrid.
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -26,25 +25,36 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sentence_transformers.base.evaluation.evaluator import BaseEvaluator
 
 from hybrid_rerank.connector.backends.base import Backend
 from hybrid_rerank.connector.documents import Document
 from hybrid_rerank.connector.embedder import Embedder
 from hybrid_rerank.connector.factory import search_options
 from hybrid_rerank.connector.lab.evaluation import evaluate_run, hybrid_rankings, prepare_benchmark
+from hybrid_rerank.connector.lab.layerwise import (
+    LayerwiseRankingLoss,
+    LayerwiseUnsupportedError,
+    classification_head,
+    layer_count,
+    transformer_of,
+)
+from hybrid_rerank.connector.lab.training_card import model_card, write_metadata
 from hybrid_rerank.connector.lab.training_data import (
     Example,
     TrainingConfig,
     build_examples,
+    layer_plan,
     pseudo_queries,
+    relevant_documents,
     split_dev,
+    split_dev_by_documents,
     tune_interpolation,
 )
+from hybrid_rerank.connector.lab.training_dev import DevEvaluator, tune_layers
+from hybrid_rerank.connector.lab.training_unlabeled import prepare_unlabeled
 from hybrid_rerank.connector.lab.tuning import rerank_rankings
 from hybrid_rerank.connector.settings import Settings
 from hybrid_rerank.workers.factory import make_scorer
-from hybrid_rerank.workers.runtime.models import RERANK_METADATA
 from hybrid_rerank.workers.runtime.runners import bf16_available
 
 Progress = Callable[[str, int, int], None]
@@ -64,18 +74,32 @@ def train_reranker(
     """Mine, train, score the dev split, tune the interpolation weight and write the model folder + card."""
     started = time.perf_counter()
     rng = random.Random(config.seed)
-    prepared = prepare_benchmark(
-        settings, folder, config.split, backend=backend, embedder=embedder, progress=progress
-    )
+    if config.unlabeled:
+        prepared = prepare_unlabeled(
+            settings, folder, config, rng, backend=backend, embedder=embedder, progress=progress
+        )
+        train_ids: list[str] = []
+        dev_ids = sorted(prepared.benchmark.queries)
+    else:
+        prepared = prepare_benchmark(
+            settings, folder, config.split, backend=backend, embedder=embedder, progress=progress
+        )
+        qrels = prepared.benchmark.qrels
+        if config.dev_split == "documents":
+            train_ids, dev_ids = split_dev_by_documents(qrels, config.dev_queries, config.seed)
+        else:
+            train_ids, dev_ids = split_dev(list(qrels), config.dev_queries, config.seed)
     benchmark, backend, embedder = prepared.benchmark, prepared.backend, prepared.embedder
     documents = {d.id: d for d in benchmark.documents}
-    train_ids, dev_ids = split_dev(list(benchmark.queries), config.dev_queries, config.seed)
     train_ids = train_ids[: config.max_train_queries] if config.max_train_queries else train_ids
     log(
-        f"{benchmark.name} {config.split}: {len(train_ids)} training queries, {len(dev_ids)} held out for dev"
+        f"{benchmark.name} {'unlabeled' if config.unlabeled else config.split}: {len(train_ids)} training "
+        f"queries, {len(dev_ids)} held out for dev ({'documents' if config.unlabeled else config.dev_split})"
     )
 
-    pseudo = pseudo_queries(benchmark.documents, config, rng)
+    # No training pseudo-query may come from a document a dev query cites (the split stays disjoint).
+    dev_documents = relevant_documents(benchmark.qrels, dev_ids)
+    pseudo = [row for row in pseudo_queries(benchmark.documents, config, rng) if row[2] not in dev_documents]
     real_ids = [*train_ids, *dev_ids]
     texts = [benchmark.queries[q] for q in real_ids] + [row[1] for row in pseudo]
     query_vectors = embedder.embed_texts(  # queries: with the model's query prompt, as search embeds them
@@ -109,7 +133,9 @@ def train_reranker(
     log(f"{len(examples)} training examples ({kinds}), 1 positive + {config.negatives} hard negatives each")
 
     dev_first = {q: by_query[q] for q in dev_ids}
-    model, history, train_seconds = _fit(config, examples, dev_first, documents, benchmark, output, log)
+    model, layers, history, train_seconds = _fit(
+        config, examples, dev_first, documents, benchmark, output, log
+    )
     output.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(output))
 
@@ -147,32 +173,21 @@ def train_reranker(
             "score_std": float(scores.std()),
         },
         "interpolation_weight": weight,
+        "dev_split": {
+            "kind": "documents" if config.unlabeled else config.dev_split,
+            "seed": config.seed,
+            "query_ids": [] if config.unlabeled else dev_ids,
+        },
         "history": history,
     }
+    if layers:
+        report["layerwise"] = tune_layers(
+            model, layers, dev_first, documents, benchmark, config.batch_size * 4
+        )
+        log(f"layerwise dev: {report['layerwise']}")
     write_metadata(output, weight, config.max_length, report)
     (output / "README.md").write_text(model_card(report, folder), encoding="utf-8")
     return report
-
-
-def score_rankings(
-    model: Any,
-    rankings: Mapping[str, Sequence[tuple[str, float]]],
-    documents: Mapping[str, Document],
-    queries: Mapping[str, str],
-    batch_size: int,
-) -> dict[str, dict[str, float]]:
-    pairs = [(queries[q], documents[d].full_text) for q, ranked in rankings.items() for d, _ in ranked]
-    import torch
-
-    raw = model.predict(  # raw logits, as the reranking core returns them
-        pairs,
-        batch_size=batch_size,
-        show_progress_bar=False,
-        convert_to_numpy=True,
-        activation_fn=torch.nn.Identity(),
-    )
-    flat = iter(np.asarray(raw).reshape(len(pairs), -1)[:, 0].tolist())
-    return {q: {d: float(next(flat)) for d, _ in ranked} for q, ranked in rankings.items()}
 
 
 def _fit(
@@ -183,8 +198,9 @@ def _fit(
     benchmark: Any,
     output: Path,
     log: Callable[[str], None],
-) -> tuple[Any, list[dict[str, float]], float]:
-    """The sentence-transformers training API: CrossEncoderTrainer, a listwise loss, a dev evaluator."""
+) -> tuple[Any, list[int], list[dict[str, float]], float]:
+    """The sentence-transformers training API: CrossEncoderTrainer, a listwise loss (averaged over the
+    layerwise layers, if any), a dev evaluator. Returns (model, layers, history, seconds)."""
     import torch
     from datasets import Dataset
     from sentence_transformers.cross_encoder import (
@@ -201,6 +217,7 @@ def _fit(
     torch.manual_seed(config.seed)
     base = resolve_model(config.base_model)
     model = CrossEncoder(base.location, num_labels=1, max_length=config.max_length)
+    layers = _layers(transformer_of(model), config.layerwise, log)
     columns: dict[str, list[str]] = {
         "query": [e.query for e in examples],
         "positive": [e.positive for e in examples],
@@ -208,7 +225,9 @@ def _fit(
     for i in range(len(examples[0].negatives) if examples else 0):
         columns[f"negative_{i + 1}"] = [e.negatives[i] for e in examples]
     dataset = Dataset.from_dict(columns)
-    evaluator = DevEvaluator(dev_first, documents, benchmark.queries, benchmark.qrels, config.batch_size * 4)
+    evaluator = DevEvaluator(
+        dev_first, documents, benchmark.queries, benchmark.qrels, config.batch_size * 4, layers
+    )
     use_bf16 = bf16_available() if config.bf16 is None else config.bf16
     args = CrossEncoderTrainingArguments(
         output_dir=str(output / "checkpoints"),
@@ -244,105 +263,43 @@ def _fit(
                 shown = {k: round(v, 4) for k, v in entry.items() if k in _SHOWN}
                 log(f"step {state.global_step}/{state.max_steps}: {shown}")
 
+    loss = (
+        LayerwiseRankingLoss(model, layers, config.in_batch_negatives)
+        if layers
+        else MultipleNegativesRankingLoss(model, num_negatives=config.in_batch_negatives)
+    )
     trainer = CrossEncoderTrainer(
         model=model,
         args=args,
         train_dataset=dataset,
-        loss=MultipleNegativesRankingLoss(model, num_negatives=config.in_batch_negatives),
+        loss=loss,
         evaluator=evaluator,
         callbacks=[Log()],
     )
     log(
         f"training {base.name} on {len(examples)} examples: {config.epochs} epoch(s), "
         f"batch {config.batch_size}, "
-        f"lr {config.learning_rate}, max_length {config.max_length}, bf16 {use_bf16}"
+        f"lr {config.learning_rate}, max_length {config.max_length}, bf16 {use_bf16}, "
+        f"layerwise {layers or 'off'}"
     )
     started = time.perf_counter()
     trainer.train()
-    return model, history, time.perf_counter() - started
+    return model, layers, history, time.perf_counter() - started
+
+
+def _layers(transformer: Any, requested: tuple[int, ...] | None, log: Callable[[str], None]) -> list[int]:
+    """The layers the loss reads; [] for the plain (last-layer) loss."""
+    if requested == ():
+        return []
+    try:
+        classification_head(transformer)
+    except LayerwiseUnsupportedError as error:
+        if requested is not None:
+            raise
+        log(f"layerwise objective off: {error}")
+        return []
+    return layer_plan(layer_count(transformer), requested)
 
 
 _SHOWN = {"loss", "eval_dev_ndcg@10", "eval_dev_first_ndcg@10", "eval_dev_score_std", "epoch"}
-
-
-class DevEvaluator(BaseEvaluator):
-    """nDCG@10 of reranking the dev queries' hybrid top-N, the first stage's, and the spread of the scores
-    (a collapsing model shows a shrinking spread before its nDCG falls)."""
-
-    def __init__(
-        self,
-        first: Mapping[str, Sequence[tuple[str, float]]],
-        documents: Mapping[str, Document],
-        queries: Mapping[str, str],
-        qrels: Mapping[str, Mapping[str, int]],
-        batch_size: int,
-    ) -> None:
-        super().__init__()  # type: ignore[no-untyped-call]
-        self.primary_metric = "dev_ndcg@10"
-        self.greater_is_better = True
-        self.first, self.documents, self.queries, self.batch_size = first, documents, queries, batch_size
-        self.qrels = {q: qrels[q] for q in first}
-
-    def __call__(
-        self, model: Any, output_path: str | None = None, epoch: int = -1, steps: int = -1
-    ) -> dict[str, float]:
-        was_training = model.training
-        scores = score_rankings(model, self.first, self.documents, self.queries, self.batch_size)
-        model.train(was_training)
-        run = {q: sorted(s, key=lambda d: -s[d]) for q, s in scores.items()}
-        values = np.array([v for s in scores.values() for v in s.values()])
-        first_run = {q: [d for d, _ in r] for q, r in self.first.items()}
-        return {
-            "dev_ndcg@10": evaluate_run(run, self.qrels)["ndcg@10"],
-            "dev_first_ndcg@10": evaluate_run(first_run, self.qrels)["ndcg@10"],
-            "dev_score_std": float(values.std()),
-        }
-
-
-def write_metadata(folder: Path, weight: float, max_length: int, report: Mapping[str, Any]) -> None:
-    metadata = {
-        "interpolation_weight": weight,
-        "trained_max_length": max_length,
-        "fusion": report.get("fusion"),
-        "dev": report.get("dev"),
-    }
-    (folder / RERANK_METADATA).write_text(json.dumps(metadata, indent=2), encoding="utf-8")
-
-
-def model_card(report: Mapping[str, Any], folder: Path) -> str:
-    config = report["config"]
-    dev = report["dev"]
-    lines = [
-        "# Cross-encoder reranker trained by `hybrid-rerank train-reranker`",
-        "",
-        f"- **Base model:** {report['base_model']}",
-        f"- **Data:** `{folder.name}` qrels split `{report['split']}` "
-        f"({report['train_queries']} queries for training, {report['dev_queries']} held out as dev), "
-        f"hard negatives from hybrid ({report['fusion']}) recall top {config['mine_depth']}, "
-        f"pseudo-queries from the corpus: {report['examples']}",
-        "- **Loss:** listwise softmax (MultipleNegativesRankingLoss), "
-        f"1 positive + {config['negatives']} hard negatives + "
-        f"{config['in_batch_negatives']} in-batch negative(s)",
-        f"- **Settings:** {config['epochs']} epoch(s), batch {config['batch_size']}, "
-        f"lr {config['learning_rate']}, "
-        f"warmup {config['warmup_ratio']}, max_length {config['max_length']}, seed {config['seed']}",
-        f"- **Training time:** {report['train_seconds']:.0f} s ({report['total_seconds']:.0f} s with mining)",
-        f"- **Dev nDCG@10** (reranking the hybrid top {config['mine_depth']}): first stage "
-        f"{dev['first_stage_ndcg@10']:.4f}, rerank only {dev['rerank_ndcg@10']:.4f}, "
-        f"interpolated with the first stage at rerank weight {report['interpolation_weight']} "
-        f"{dev['interpolated_ndcg@10']:.4f}",
-        f"- **Dev score spread:** mean {dev['score_mean']:.3f}, std {dev['score_std']:.3f}",
-        "",
-        "The interpolation weight is stored in `hybrid_rerank.json`; the pipeline mixes the per-query",
-        "z-scores of the rerank score and of the fused first-stage score with it (`RERANK_INTERPOLATION`",
-        "overrides it).",
-        "",
-        "## Licence of the training data",
-        "",
-        "If trained on SciFact: SciFact is released under CC BY-NC 2.0 (non-commercial). A model fine-tuned",
-        "on it is derived from that data, so commercial use needs your own legal review; the conservative",
-        "reading is: evaluation, research and demos only. Production users should set `RERANK_MODEL` to a",
-        "reranker whose licence fits (for example BAAI/bge-reranker-v2-m3, Apache-2.0).",
-        "",
-    ]
-    return "\n".join(lines)
+_SHOWN |= {f"eval_dev_layer{k}_ndcg@10" for k in range(1, 49)}

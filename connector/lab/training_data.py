@@ -7,7 +7,8 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Literal
 
 import numpy as np
 
@@ -38,6 +39,14 @@ class TrainingConfig:
     bf16: bool | None = None  # None: on where the CPU or GPU has it
     eval_steps: int = 200
     seed: int = 13
+    # "documents": no training query (nor training pseudo-query) cites a document a dev query cites, so the
+    # dev score is not lifted by twins of training queries; "random": a plain seeded shuffle.
+    dev_split: Literal["documents", "random"] = "documents"
+    # Layers whose [CLS] state the model's own head must score (the listwise loss averaged over them), so a
+    # model cut to k layers stays usable. None: every third of the layers where the architecture's head is
+    # known (2, 4, 6 for MiniLM-L6); (): the last layer only.
+    layerwise: tuple[int, ...] | None = None
+    unlabeled: bool = False  # no qrels: pseudo-queries only, the dev split made of held-out documents
 
 
 @dataclass(frozen=True)
@@ -54,6 +63,79 @@ def split_dev(query_ids: Sequence[str], dev_size: int, seed: int) -> tuple[list[
     random.Random(seed).shuffle(ids)
     dev_size = min(max(dev_size, 0), len(ids) // 2)
     return sorted(ids[dev_size:]), sorted(ids[:dev_size])
+
+
+def split_dev_by_documents(
+    qrels: Mapping[str, Mapping[str, int]], dev_size: int, seed: int
+) -> tuple[list[str], list[str]]:
+    """(train, dev) where no training query cites a document a dev query cites: queries joined by a shared
+    relevant document form one group, and whole groups are drawn (seeded) into dev until it is full."""
+    root: dict[str, str] = {}
+
+    def find(node: str) -> str:
+        while root.setdefault(node, node) != node:
+            root[node] = root[root[node]]
+            node = root[node]
+        return node
+
+    for query_id in sorted(qrels):
+        for doc_id, grade in sorted(qrels[query_id].items()):
+            if grade > 0:
+                root[find("q:" + query_id)] = find("d:" + doc_id)
+    groups: dict[str, list[str]] = {}
+    for query_id in sorted(qrels):
+        groups.setdefault(find("q:" + query_id), []).append(query_id)
+    ordered = sorted(groups.values())
+    random.Random(seed).shuffle(ordered)
+    limit = min(max(dev_size, 0), len(qrels) // 2)
+    dev: list[str] = []
+    for group in ordered:
+        if len(dev) + len(group) <= limit:
+            dev.extend(group)
+    held = set(dev)
+    return sorted(q for q in qrels if q not in held), sorted(dev)
+
+
+def relevant_documents(qrels: Mapping[str, Mapping[str, int]], query_ids: Sequence[str]) -> set[str]:
+    return {d for q in query_ids for d, grade in qrels[q].items() if grade > 0}
+
+
+def hold_out_documents(
+    documents: Sequence[Document], count: int, rng: random.Random
+) -> tuple[list[Document], dict[str, str], dict[str, dict[str, int]]]:
+    """A label-free dev split: `count` documents each give one pseudo-query (alternately its title or one of
+    its sentences) and are indexed *without* that text, so neither stage finds them by copying the query.
+    Returns (the corpus with those documents cut, dev queries, dev qrels)."""
+    candidates = [d for d in documents if d.text.strip()]
+    rng.shuffle(candidates)
+    cut: dict[str, Document] = {}
+    queries: dict[str, str] = {}
+    for doc in candidates:
+        if len(cut) >= count:
+            break
+        sentence, rest = pick_sentence(doc.text, rng)
+        if len(cut) % 2 == 0 and doc.title.strip():
+            queries[doc.id], cut[doc.id] = doc.title.strip(), replace(doc, title="")
+        elif sentence:
+            queries[doc.id], cut[doc.id] = sentence, replace(doc, text=rest)
+    corpus = [cut.get(d.id, d) for d in documents]
+    dev_ids = {doc_id: f"pseudo-dev-{doc_id}" for doc_id in queries}
+    return (
+        corpus,
+        {dev_ids[d]: text for d, text in queries.items()},
+        {dev_ids[d]: {d: 1} for d in queries},
+    )
+
+
+def layer_plan(num_layers: int, requested: Sequence[int] | None) -> list[int]:
+    """The layers the layerwise loss reads: `requested` checked, or every third of the stack (None)."""
+    if requested is None:
+        return sorted({max(round(num_layers * share / 3), 1) for share in (1, 2, 3)})
+    layers = sorted(set(requested)) or [num_layers]
+    wrong = [k for k in layers if not 1 <= k <= num_layers]
+    if wrong:
+        raise ValueError(f"layerwise layers {wrong} are outside 1..{num_layers} (the model's layer count)")
+    return layers
 
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9])")

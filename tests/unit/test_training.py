@@ -115,12 +115,16 @@ def test_tuning_picks_the_first_stage_when_the_reranker_is_wrong_and_it_when_it_
     assert curve[weight] == pytest.approx(1.0) and curve[0.0] < 1.0 and weight > 0.0
 
 
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One data folder for the module's training runs: the demo corpus is embedded once."""
+    return tmp_path_factory.mktemp("training-data")
+
+
 def test_a_tiny_training_run_writes_a_model_that_loads(
-    tmp_path: Path, tiny_cross_encoder_dir: Path, embedder: Embedder
+    tmp_path: Path, tiny_cross_encoder_dir: Path, embedder: Embedder, data_dir: Path
 ) -> None:
-    settings = load_settings(
-        data_dir=tmp_path / "data", rerank_max_length=64, rerank_depth=10, recall_depth=20
-    )
+    settings = load_settings(data_dir=data_dir, rerank_max_length=64, rerank_depth=10, recall_depth=20)
     config = TrainingConfig(
         base_model=str(tiny_cross_encoder_dir),
         split="test",  # the demo corpus has one split; this is a plumbing test, not an evaluation
@@ -141,6 +145,13 @@ def test_a_tiny_training_run_writes_a_model_that_loads(
     assert any("eval_dev_ndcg@10" in entry for entry in report["history"])  # the dev split was scored
     metadata = json.loads((out / "hybrid_rerank.json").read_text(encoding="utf-8"))
     assert 0.0 <= metadata["interpolation_weight"] <= 1.0
+    # layerwise by default (auto: every third of the tiny model's 2 layers), scored per layer on dev
+    assert any("eval_dev_layer1_ndcg@10" in entry for entry in report["history"])
+    layerwise = metadata["layerwise"]
+    assert layerwise["layers"] == [1, 2]
+    assert set(layerwise["dev_ndcg@10"]) == set(layerwise["interpolation_weights"]) == {"1", "2"}
+    assert all(0.0 <= w <= 1.0 for w in layerwise["interpolation_weights"].values())
+    assert metadata["dev_split"]["kind"] == "documents" and len(metadata["dev_split"]["query_ids"]) > 0
     card = (out / "README.md").read_text(encoding="utf-8")
     assert "Base model" in card and "CC BY-NC" in card
     scored = CrossEncoderScorer(str(out), max_length=64).score("moon", [Candidate("a", "the moon")])
@@ -157,3 +168,38 @@ def test_a_tiny_training_run_writes_a_model_that_loads(
     metadata = json.loads((out / "hybrid_rerank.json").read_text(encoding="utf-8"))
     assert metadata["interpolation_weight"] == retuned["interpolation_weight"]
     assert metadata["tuned_with"]["max_length"] == 32 and metadata["trained_max_length"] == 64
+
+
+def test_unlabeled_adaptation_needs_only_the_corpus(
+    tmp_path: Path, tiny_cross_encoder_dir: Path, embedder: Embedder, data_dir: Path
+) -> None:
+    corpus_only = tmp_path / "corpus"
+    corpus_only.mkdir()
+    (corpus_only / "corpus.jsonl").write_bytes((DEMO / "corpus.jsonl").read_bytes())  # no queries, no qrels
+    settings = load_settings(data_dir=data_dir, rerank_max_length=64, rerank_depth=10, recall_depth=20)
+    config = TrainingConfig(
+        base_model=str(tiny_cross_encoder_dir),
+        unlabeled=True,
+        dev_queries=8,
+        title_queries=16,
+        sentence_queries=8,
+        negatives=2,
+        mine_depth=10,
+        batch_size=4,
+        max_length=64,
+        eval_steps=3,
+        bf16=False,
+        layerwise=(),
+    )
+    out = tmp_path / "adapted"
+    report = train_reranker(settings, corpus_only, out, config, embedder=embedder, log=lambda _: None)
+    assert report["examples"]["qrels"] == 0 and report["examples"]["title"] > 0
+    assert report["train_queries"] == 0 and report["dev_queries"] == 8
+    assert any("eval_dev_ndcg@10" in entry for entry in report["history"])
+    assert 0.0 < report["dev"]["first_stage_ndcg@10"] < 1.0  # dev documents lost their query text
+    metadata = json.loads((out / "hybrid_rerank.json").read_text(encoding="utf-8"))
+    assert "layerwise" not in metadata and metadata["dev_split"]["kind"] == "documents"
+    # training started from an existing cross-encoder folder (--base): the tiny one's head was kept
+    assert report["base_model"] == str(tiny_cross_encoder_dir)
+    scored = CrossEncoderScorer(str(out), max_length=64).score("moon", [Candidate("a", "moon")])
+    assert len(scored) == 1
