@@ -2,7 +2,9 @@
 `hybrid-rerank tune-reranker`, which tunes the weight again for the current settings and writes it into the
 model folder's hybrid_rerank.json (whence a worker's reply carries it to the searching side). The weight
 written is the safe one (`safe_interpolation`): no larger than the tuned one, and no larger than where the
-document-disjoint dev queries' curve starts to fall below the first stage."""
+document-disjoint dev queries' curve starts to fall below the first stage; beside it, the fingerprint of the
+training domain (`connector/domain.py`), under which a query near the training queries may get the tuned
+weight back."""
 
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from hybrid_rerank.connector.documents import Document
+from hybrid_rerank.connector.domain import FINGERPRINT_KEY, fingerprint
+from hybrid_rerank.connector.embedder import Embedder
 from hybrid_rerank.connector.factory import search_options
 from hybrid_rerank.connector.lab.evaluation import hybrid_rankings, prepare_benchmark
 from hybrid_rerank.connector.lab.safe_interpolation import default_weight
@@ -52,12 +56,13 @@ def retune_interpolation(
     seed: int = 13,
     depth: int = 30,
     progress: Progress | None = None,
+    embedder: Embedder | None = None,
 ) -> dict[str, Any]:
     """Tune the rerank weight again on the same held-out dev queries, for the current settings (another
     max_length, passages or backend), and rewrite the model folder's hybrid_rerank.json."""
     from hybrid_rerank.workers.runtime.models import read_rerank_metadata
 
-    prepared = prepare_benchmark(settings, folder, split, progress=progress)
+    prepared = prepare_benchmark(settings, folder, split, embedder=embedder, progress=progress)
     benchmark = prepared.benchmark
     train_ids, dev_ids = split_dev(list(benchmark.queries), dev_queries, seed)
     # Dev queries whose relevant documents no training query cites: the harder, more honest subset (SciFact
@@ -78,6 +83,9 @@ def retune_interpolation(
     )
     chosen, rule = default_weight(weight, unseen_curve, len(unseen))
     metadata = read_rerank_metadata(model_dir)
+    if len(train_ids) >= 2:  # the training queries' bi-encoder vectors: where the tuned weight holds
+        train_vectors = prepared.embedder.embed_queries([benchmark.queries[q] for q in train_ids])
+        metadata[FINGERPRINT_KEY] = fingerprint(train_vectors, prepared.embedder.model_name, weight)
     metadata.update(
         {
             "interpolation_weight": chosen,

@@ -4,9 +4,6 @@ than the tolerance below the first stage."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 
 from hybrid_rerank.connector.lab.safe_interpolation import (
@@ -18,7 +15,6 @@ from hybrid_rerank.connector.lab.safe_interpolation import (
 )
 
 GRID = [round(i * 0.05, 2) for i in range(21)]
-SHIPPED = Path(__file__).resolve().parents[2] / "workers" / "models" / "scifact-minilm-l6-reranker-int8"
 
 
 def curve_of(values: list[float]) -> dict[float, float]:
@@ -66,10 +62,14 @@ def test_the_default_is_the_safe_weight_when_enough_unseen_queries_judge_it() ->
 
 
 def test_the_shipped_models_recorded_unseen_curve_gives_a_lower_default() -> None:
-    """The shipped model was tuned to 0.4 on SciFact dev; its 47 document-disjoint dev queries (recorded in
-    its hybrid_rerank.json) fall more than 0.002 below the first stage from 0.3 on (smoothed)."""
-    metadata = json.loads((SHIPPED / "hybrid_rerank.json").read_text(encoding="utf-8"))
-    unseen = {float(w): v for w, v in metadata["unseen_document_dev_curve"].items()}
-    if metadata.get("tuned_interpolation_weight") is not None:
-        pytest.skip("the shipped model was re-tuned with the safe rule already")
-    assert default_weight(0.4, unseen, metadata["unseen_document_dev_queries"])[0] == 0.25
+    """The shipped scifact-minilm-l6-reranker-int8 was tuned to 0.4 on SciFact dev; its 47 document-disjoint
+    dev queries (the curve its hybrid_rerank.json records, to 4 places) dip from 0.05 on, and fall more than
+    0.002 below the first stage from 0.3 on (smoothed: 0.7905 at 0.25, 0.7892 at 0.3 against 0.7923)."""
+    unseen = curve_of(
+        [
+            *(0.7923, 0.7919, 0.7918, 0.7915, 0.7929, 0.7894, 0.7892, 0.7889, 0.7904, 0.7875, 0.7875),
+            *(0.7827, 0.7692, 0.7663, 0.7713, 0.7632, 0.7540, 0.7407, 0.7234, 0.7129, 0.6760),
+        ]
+    )
+    assert default_weight(0.4, unseen, 47)[0] == 0.25
+    assert safe_weight(unseen, 0.4, tolerance=0.001) == 0.15
