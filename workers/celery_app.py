@@ -92,6 +92,11 @@ def make_app(settings: WorkerSettings, *, fail_fast: bool = False) -> Celery:
         broker_connection_retry_on_startup=True,
         worker_send_task_events=False,
     )
+    if settings.rerank_batch_window_ms > 0:
+        # Cross-request batching needs the concurrent tasks in one process with one model
+        # (`workers.coalesce`). Celery lets this win over `-P prefork` (its default, which it cannot tell
+        # from none); another `-P` wins over it.
+        app.conf.worker_pool = "threads"
     if settings.embed_model is not None:  # plain values for `workers.embedding`, which reads no settings
         app.conf.hybrid_rerank_embed = {
             "model": settings.embed_model,

@@ -4,6 +4,7 @@ loaded: for benchmarks and integration tests, which need real worker processes o
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -27,9 +28,12 @@ class WorkerProcess:
         concurrency: int = 1,
         cwd: Path | None = None,
         queues: Sequence[str] = (),
+        pool: str | None = None,
     ) -> None:
-        """`queues`: consume only these (`-Q`), in this order; empty: every queue the app declares."""
+        """`queues`: consume only these (`-Q`), in this order; empty: every queue the app declares. `pool`:
+        Celery's `-P`; None: the app's (prefork, or threads with RERANK_BATCH_WINDOW_MS)."""
         self.name = name
+        self.pool = pool
         self.queues = list(queues)
         self.env = env
         self.cwd = cwd  # celery puts its working directory on sys.path, as a user's project folder is
@@ -60,6 +64,7 @@ class WorkerProcess:
                     "--without-gossip",
                     "--without-mingle",
                     *(["-Q", ",".join(self.queues)] if self.queues else []),
+                    *(["-P", self.pool] if self.pool else []),
                 ],
                 env=self.env,
                 cwd=self.cwd,
@@ -79,11 +84,52 @@ class WorkerProcess:
                 raise RuntimeError(f"worker {self.name} exited:\n{self.log.read_text()[-3000:]}")
             replies = app.control.ping(destination=[self.hostname], timeout=1.0)
             this_run = self.log.read_bytes()[self._log_start :].decode("utf-8", "replace")
-            if replies and this_run.count("model ready") >= self.concurrency:
+            if replies and this_run.count("model ready") >= self.models:
                 return
             time.sleep(0.5)
         tail = self.log.read_text()[-3000:]
         raise TimeoutError(f"worker {self.name} not ready after {timeout_s}s:\n{tail}")
+
+    @property
+    def models(self) -> int:
+        """Models the worker loads: one per prefork process, one for a threads or solo pool."""
+        batching = float(self.env.get("RERANK_BATCH_WINDOW_MS") or 0) > 0
+        pool = self.pool or ("threads" if batching else "prefork")
+        return self.concurrency if pool == "prefork" else 1
+
+    def processes(self) -> list[int]:
+        """The worker's processes (its parent and pool processes: its process group), from /proc."""
+        if self.process is None:
+            return []
+        found = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text(encoding="ascii", errors="replace").rsplit(")", 1)[1].split()
+            except OSError:  # gone meanwhile
+                continue
+            if int(fields[2]) == self.process.pid:  # field 5 of stat: the process group
+                found.append(int(stat.parent.name))
+        return sorted(found)
+
+    def peak_rss_mib(self) -> dict[int, float]:
+        """Each process's peak resident set so far (VmHWM), MiB, by pid."""
+        peaks = {}
+        for pid in self.processes():
+            try:
+                status = Path(f"/proc/{pid}/status").read_text(encoding="ascii", errors="replace")
+            except OSError:
+                continue
+            for line in status.splitlines():
+                if line.startswith("VmHWM:"):
+                    peaks[pid] = int(line.split()[1]) / 1024.0
+        return peaks
+
+    def ready_after_s(self) -> list[float]:
+        """Seconds from the worker's start to each "model ready" its processes logged in this run."""
+        this_run = self.log.read_bytes()[self._log_start :].decode("utf-8", "replace")
+        return [
+            float(s) for s in re.findall(r"model ready: .*? ([\d.]+) s after the worker started", this_run)
+        ]
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None

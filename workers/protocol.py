@@ -167,14 +167,20 @@ def encode_reply(
     cached: int = 0,
     worker: str = "",
     interpolation_weight: float | None = None,
+    batched: int | None = None,
 ) -> dict[str, Any]:
-    return {
+    """`batched`: how many requests shared the model call that scored this one (cross-request batching,
+    RERANK_BATCH_WINDOW_MS); absent when the worker does not batch."""
+    reply: dict[str, Any] = {
         "model": model,
         "scores": [{"id": doc_id, "score": score} for doc_id, score in scores],
         "cached": cached,
         "worker": worker,
         "interpolation_weight": interpolation_weight,
     }
+    if batched is not None:
+        reply["batched"] = batched
+    return reply
 
 
 def encode_error(message: str, worker: str = "", code: FallbackCode | None = None) -> dict[str, Any]:

@@ -2,7 +2,10 @@
 
 The model loads once per worker process when the process starts: in each prefork child after the fork (torch
 is never imported in the parent, so forking is safe), or in the worker itself for the solo and threads pools.
-With WORKER_METRICS_PORT set, each process records its tasks and the parent serves them (`workers.metrics`).
+It is warmed up with one pair at load, so the first search after a start is not the slow one, and the log says
+"model ready" with the seconds since the worker started. With RERANK_BATCH_WINDOW_MS the worker runs a threads
+pool with one model, and concurrent tasks are scored in one model call (`workers.coalesce`). With
+WORKER_METRICS_PORT set, each process records its tasks and the parent serves them (`workers.metrics`).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, cast
@@ -18,6 +22,7 @@ from celery import shared_task, signals
 
 from hybrid_rerank.workers import metrics
 from hybrid_rerank.workers.admission import ServiceTime, publish_service_time, seconds_left, should_skip
+from hybrid_rerank.workers.coalesce import Coalescer, score_many
 from hybrid_rerank.workers.errors import HybridRerankError, RerankInputError, describe_exception
 from hybrid_rerank.workers.factory import make_scorer
 from hybrid_rerank.workers.protocol import (
@@ -33,8 +38,12 @@ from hybrid_rerank.workers.scorer import CrossEncoderScorer, ScoredCandidate
 from hybrid_rerank.workers.settings import WorkerSettings, load_worker_settings
 
 THREADS_ENV = "HYBRID_RERANK_TORCH_THREADS"
+WORKER_PID_ENV = "HYBRID_RERANK_WORKER_PID"
+PUBLISH_EVERY_S = 1.0
+WARM_UP_TEXT = "a short passage read once at load, so that the first search is not the slow one"
 log = logging.getLogger("hybrid_rerank.workers")
 _runtime: dict[str, Any] = {}
+_loading = threading.Lock()  # a threads pool's first tasks may ask for the model together
 
 
 def _settings() -> WorkerSettings:
@@ -45,16 +54,54 @@ def _settings() -> WorkerSettings:
 
 
 def _scorer() -> CrossEncoderScorer:
-    if "scorer" not in _runtime:
-        threads = os.environ.get(THREADS_ENV)
-        scorer = make_scorer(_settings(), threads=int(threads) if threads else None)
-        if scorer is None:
-            raise RuntimeError("RERANK_MODEL is off: this worker has no model to serve")
-        scorer.load()
-        _runtime["scorer"] = scorer
-        log.info("model ready: %s in process %d (%s threads)", scorer.description, os.getpid(), threads)
+    with _loading:
+        if "scorer" not in _runtime:
+            _runtime["scorer"] = _load_scorer()
     result: CrossEncoderScorer = _runtime["scorer"]
     return result
+
+
+def _load_scorer() -> CrossEncoderScorer:
+    threads = os.environ.get(THREADS_ENV)
+    settings = _settings()
+    scorer = make_scorer(settings, threads=int(threads) if threads else None)
+    if scorer is None:
+        raise RuntimeError("RERANK_MODEL is off: this worker has no model to serve")
+    started = time.perf_counter()
+    scorer.load()
+    loaded = time.perf_counter()
+    if scorer.load().remote is None:  # a remote API is not ours to warm up (nor to bill for it)
+        scorer.score(WARM_UP_TEXT, [Candidate("warm-up", WARM_UP_TEXT)])
+    ready = time.perf_counter()
+    if settings.rerank_batch_window_ms > 0:
+        _runtime["coalescer"] = Coalescer(
+            lambda requests: score_many(scorer, requests), settings.rerank_batch_window_ms / 1000.0
+        )
+    since = process_age_s(int(os.environ.get(WORKER_PID_ENV) or os.getpid()))
+    log.info(
+        "model ready: %s in process %d (%s threads), %s after the worker started (load %.2f s, warm-up "
+        "%.2f s)%s",
+        scorer.description,
+        os.getpid(),
+        threads,
+        "?" if since is None else f"{since:.2f} s",
+        loaded - started,
+        ready - loaded,
+        f", batch window {settings.rerank_batch_window_ms:g} ms" if "coalescer" in _runtime else "",
+    )
+    return scorer
+
+
+def process_age_s(pid: int) -> float | None:
+    """Seconds since process `pid` started (Linux /proc), or None where it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        with open("/proc/uptime", encoding="ascii") as uptime:
+            up_s = float(uptime.read().split()[0])
+        return up_s - int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22 of stat: start, in ticks
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _cache(scorer: CrossEncoderScorer) -> ScoreCache | None:
@@ -74,10 +121,14 @@ def _cache(scorer: CrossEncoderScorer) -> ScoreCache | None:
 def _plan_threads(sender: Any = None, **_: Any) -> None:
     """Split the cores between the pool's processes (unless RERANK_THREADS says otherwise)."""
     settings = _settings()
-    concurrency = max(int(getattr(sender, "concurrency", 1) or 1), 1)
+    os.environ[WORKER_PID_ENV] = str(os.getpid())  # the pool's processes say how long since it started
+    _runtime["prefork"] = "prefork" in str(getattr(sender, "pool_cls", "prefork")).lower()
+    # One model per pool process; with the batch window, a threads pool has one model for the whole worker,
+    # called from one thread.
+    batching = settings.rerank_batch_window_ms > 0 and not _runtime["prefork"]
+    concurrency = 1 if batching else max(int(getattr(sender, "concurrency", 1) or 1), 1)
     threads = settings.rerank_threads or max((os.cpu_count() or 1) // concurrency, 1)
     os.environ[THREADS_ENV] = str(threads)
-    _runtime["prefork"] = "prefork" in str(getattr(sender, "pool_cls", "prefork")).lower()
     if settings.worker_metrics_port is not None:  # before the pool forks: its processes inherit the setup
         try:
             _runtime["metrics_server"] = metrics.serve(
@@ -133,12 +184,13 @@ def rerank(self: Any, payload: Any) -> dict[str, Any]:
     takes the worker down."""
     worker = str(self.request.hostname or "")
     delivery = self.request.delivery_info or {}
+    scorer = _scorer()
+    handover = _handover()
     with _recorded(delivery.get("routing_key")) as record:
         try:
             request = parse_request(payload)
         except RerankInputError as exc:
             return encode_error(f"invalid rerank request: {exc}", worker)
-        scorer = _scorer()
         if request.model is not None and request.model != scorer.model_name:
             return encode_error(f"this worker serves {scorer.model_name!r}, not {request.model!r}", worker)
         late = _late(self.request.expires, len(request.candidates))
@@ -146,11 +198,8 @@ def rerank(self: Any, payload: Any) -> dict[str, Any]:
             log.info("skipped a task that cannot end in time: %s", late)
             return encode_error(late, worker, code="deadline")
         cache = _cache(scorer) if request.use_cache else None
-        timed = (
-            scorer
-            if record is None
-            else cast(CrossEncoderScorer, _TimedScorer(record.timed_score(scorer.score)))
-        )
+        score = scorer.score if handover is None else handover.score
+        timed = cast(CrossEncoderScorer, _ScoreWith(score if record is None else record.timed_score(score)))
         started = time.perf_counter()
         try:
             scores, cached = cached_scores(timed, cache, request.query, request.candidates)
@@ -166,6 +215,7 @@ def rerank(self: Any, payload: Any) -> dict[str, Any]:
         cached=cached,
         worker=worker,
         interpolation_weight=scorer.interpolation_weight,
+        batched=None if handover is None or not handover.batched else handover.batched,
     )
 
 
@@ -200,6 +250,12 @@ def _learn(seconds: float, scored: int) -> None:
     settings = _settings()
     if scored < 1 or service_time.per_candidate_s is None or settings.redis_url is None:
         return
+    # A Redis round trip before the reply is stored: at most once per PUBLISH_EVERY_S (clients count an
+    # estimate for FRESH_S, a minute), not on every task of a busy worker.
+    now = time.monotonic()
+    if now - _runtime.get("published_at", -PUBLISH_EVERY_S) < PUBLISH_EVERY_S:
+        return
+    _runtime["published_at"] = now
     try:
         if "redis" not in _runtime:
             import redis
@@ -228,8 +284,25 @@ def _recorded(routing_key: object) -> Iterator[metrics.TaskRecord | None]:
         yield record
 
 
-class _TimedScorer:
-    """Stands in for the scorer in `cached_scores`, which calls only its `score`: times the model alone."""
+def _handover() -> _Handover | None:
+    """With the batch window on, the task's way to the batcher; None: it scores in its own thread."""
+    coalescer: Coalescer | None = _runtime.get("coalescer")
+    return None if coalescer is None else _Handover(coalescer)
+
+
+class _Handover:
+    def __init__(self, coalescer: Coalescer) -> None:
+        self.coalescer = coalescer
+        self.batched = 0  # requests in the model call that scored this task
+
+    def score(self, query: str, candidates: Sequence[Candidate]) -> list[ScoredCandidate]:
+        scores, self.batched = self.coalescer.score(query, candidates)
+        return scores
+
+
+class _ScoreWith:
+    """Stands in for the scorer in `cached_scores`, which calls only its `score`: the model timed alone, or
+    through the batcher."""
 
     def __init__(self, score: Callable[[str, Sequence[Candidate]], list[ScoredCandidate]]) -> None:
         self.score = score

@@ -1,12 +1,13 @@
 """`hybrid-rerank bench celery`: rerank latency for the same candidates, in-process against through Celery
-workers on Redis, alternating which goes first."""
+workers on Redis, alternating which goes first; with the worker's peak RSS, its start-to-ready time and its
+first request. Cross-request batching has its own bench (`bench_batching`)."""
 
 from __future__ import annotations
 
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,12 @@ class CeleryBenchReport(Report):
     celery_ms: dict[str, float]
     samples_in_process_ms: tuple[float, ...]
     samples_celery_ms: tuple[float, ...]
+    # Defaults: reports written before these were recorded.
+    settings: dict[str, Any] = field(default_factory=dict)  # the variant's: what worker and client ran with
+    load_average: tuple[float, float] = (0.0, 0.0)  # 1-minute, before and after
+    first_request_ms: float = 0.0  # the first request after the worker started (model warmed at load)
+    worker_peak_rss_mib: dict[str, float] = field(default_factory=dict)  # by process: "parent", "pool-0"
+    worker_ready_s: tuple[float, ...] = ()  # from `celery worker` start to each process's "model ready"
 
     @property
     def overhead_ms(self) -> dict[str, float]:
@@ -71,6 +78,11 @@ class CeleryBenchReport(Report):
             "overhead_ms": self.overhead_ms,
             "paired_overhead_ms": self.paired_overhead_ms,
             "ratio": self.ratio,
+            "settings": self.settings,
+            "load_average": list(self.load_average),
+            "first_request_ms": self.first_request_ms,
+            "worker_peak_rss_mib": self.worker_peak_rss_mib,
+            "worker_ready_s": list(self.worker_ready_s),
             "samples_ms": {
                 "in_process": list(self.samples_in_process_ms),
                 "celery": list(self.samples_celery_ms),
@@ -81,7 +93,11 @@ class CeleryBenchReport(Report):
         overhead, ratio, paired = self.overhead_ms, self.ratio, self.paired_overhead_ms
         return report_table(
             f"rerank {self.candidates_per_query} candidates x {self.queries} queries: {self.model} "
-            f"({self.machine})",
+            f"({self.machine}, load {self.load_average[0]:.1f}-{self.load_average[1]:.1f}; "
+            f"{settings_line(self.settings)}"
+            f"; first request {self.first_request_ms:.1f} ms; worker peak RSS "
+            f"{', '.join(f'{k} {v:.0f} MiB' for k, v in self.worker_peak_rss_mib.items())}; ready after "
+            f"{', '.join(f'{s:.1f}' for s in self.worker_ready_s)} s)",
             ("path", "p50 ms", "p95 ms", "mean ms"),
             [
                 ["in-process", *(f"{self.in_process_ms[k]:.1f}" for k in STATS)],
@@ -153,10 +169,14 @@ def run_celery_bench(
     )
 
     worker = None
+    loads = [os.getloadavg()[0]]
     if start_worker:
         env = {**os.environ, "REDIS_URL": settings.redis_url.get_secret_value(), "RERANK_CACHE_TTL_S": "0"}
         worker = WorkerProcess("bench", env, out_dir).start(remote.app)
     try:
+        started = time.perf_counter()
+        remote.rerank(*sets[0])
+        first_ms = (time.perf_counter() - started) * 1000.0
         for query, candidates in sets[:3]:  # warm-up, not measured
             local.rerank(query, candidates)
             remote.rerank(query, candidates)
@@ -172,9 +192,14 @@ def run_celery_bench(
                     raise ConfigurationError(f"rerank failed during the benchmark: {outcome.reason}")
             if progress is not None:
                 progress(index + 1, len(sets))
+        peaks = worker.peak_rss_mib() if worker is not None else {}
+        ready = tuple(worker.ready_after_s()) if worker is not None else ()
     finally:
         if worker is not None:
             worker.stop()
+    loads.append(os.getloadavg()[0])
+    parent = worker.process.pid if worker is not None and worker.process is not None else None
+    names = {pid: "parent" if pid == parent else f"pool-{i}" for i, pid in enumerate(sorted(peaks))}
 
     return CeleryBenchReport(
         machine=machine(),
@@ -188,4 +213,26 @@ def run_celery_bench(
         celery_ms=latency_summary(celery),
         samples_in_process_ms=tuple(in_process),
         samples_celery_ms=tuple(celery),
+        settings=variant_settings(settings),
+        load_average=(loads[0], loads[1]),
+        first_request_ms=first_ms,
+        worker_peak_rss_mib={names[pid]: mib for pid, mib in peaks.items()},
+        worker_ready_s=ready,
     )
+
+
+def variant_settings(settings: Settings) -> dict[str, Any]:
+    """What the worker and the client ran with, for the report."""
+    return {
+        "rerank_backend": settings.rerank_backend,
+        "rerank_max_length": settings.rerank_max_length,
+        "rerank_threads": settings.rerank_threads,
+        "rerank_batch_window_ms": settings.rerank_batch_window_ms,
+        "rerank_admission": settings.rerank_admission,
+        "rerank_skip_late": settings.rerank_skip_late,
+        "score_cache": "off",
+    }
+
+
+def settings_line(settings: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in settings.items())
