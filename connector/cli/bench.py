@@ -96,6 +96,53 @@ def bench_rerank(
     write_report(report, out_dir, "bench-rerank", out, as_json)
 
 
+@bench_app.command("peer")
+def bench_peer(
+    dataset: Annotated[Path, typer.Argument(help="BEIR folder (test split) for queries and candidates")],
+    model: Annotated[
+        str | None, typer.Option(help="cross-encoder with torch weights (default RERANK_MODEL)")
+    ] = None,
+    queries: Annotated[int, typer.Option(min=1, help="test queries measured")] = 20,
+    depth: Annotated[int, typer.Option(min=1, help="candidates scored per query")] = 100,
+    max_lengths: Annotated[str, typer.Option(help="windows, comma-separated")] = "128,256",
+    rounds: Annotated[int, typer.Option(min=1, help="alternating rounds; medians are reported")] = 3,
+    ours: Annotated[
+        str, typer.Option(help="our runners, comma-separated of onnx-int8,onnx,torch,torch-bf16")
+    ] = "onnx-int8",
+    peer_engines: Annotated[
+        str, typer.Option(help="Infinity's engines, comma-separated of torch,optimum,http")
+    ] = "torch,optimum",
+    peer_batch_size: Annotated[int, typer.Option(min=1, help="Infinity's batch size")] = 32,
+    port: Annotated[int, typer.Option(help="Infinity's HTTP server port on 127.0.0.1")] = 8721,
+    peer_dir: Annotated[Path, typer.Option(help="Infinity's environment and model folders")] = Path(
+        ".work/peer-infinity"
+    ),
+    out_dir: Annotated[Path, typer.Option("--out")] = Path("bench-results"),
+    as_json: Annotated[bool, typer.Option("--json", help="print the JSON report")] = False,
+) -> None:
+    """Ours beside Infinity (infinity-emb, installed into its own environment by scripts/peer-infinity on
+    first use): the same cross-encoder folder, pairs and window, fresh processes in alternating rounds,
+    pairs/s and the ratio to the sentence-transformers baseline."""
+    require_lab()
+    from hybrid_rerank.connector.lab.bench_peer import PeerPlan, parse_engines, run_peer_bench
+    from hybrid_rerank.connector.lab.bench_rerank import torch_model_for_bench
+    from hybrid_rerank.connector.lab.reports import write_report
+
+    try:
+        engines = parse_engines(ours, peer_engines)
+        lengths = [int(m) for m in max_lengths.split(",") if m.strip()]
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from error
+    settings = load()
+    say = lambda m: err.print(m, highlight=False)  # noqa: E731
+    chosen, _ = torch_model_for_bench(settings, model, say)
+    plan = PeerPlan(
+        max_lengths=lengths, rounds=rounds, batch_size=peer_batch_size, port=port, work_dir=peer_dir
+    )
+    report = run_peer_bench(settings, dataset, chosen, engines, plan, n_queries=queries, depth=depth, log=say)
+    write_report(report, out_dir, "bench-peer", out, as_json)
+
+
 @bench_app.command("embed")
 def bench_embed(
     dataset: Annotated[Path, typer.Argument(help="BEIR folder whose corpus is embedded")],
