@@ -46,6 +46,19 @@ def timed_calls(score: Any, queries: list[str], documents: list[list[str]]) -> t
     return latencies, scores
 
 
+def versions() -> str:
+    """The peer's stack, for the report: what its engines run on."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = []
+    for name in ("infinity-emb", "torch", "onnxruntime", "optimum", "transformers", "sentence-transformers"):
+        try:
+            found.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            continue
+    return ", ".join(found)
+
+
 def in_process(job: dict[str, Any]) -> dict[str, Any]:
     """Infinity's Python engine, as `AsyncEmbeddingEngine` runs it: its own batching queue and thread."""
     infinity = importlib.import_module("infinity_emb")
@@ -72,8 +85,8 @@ def in_process(job: dict[str, Any]) -> dict[str, Any]:
     finally:
         loop.run_until_complete(engine.astop())
     return {
-        "description": f"infinity-emb {infinity.__version__} AsyncEmbeddingEngine, engine={job['engine']}, "
-        f"batch {job['batch_size']}",
+        "description": f"AsyncEmbeddingEngine, engine={job['engine']}, batch {job['batch_size']} "
+        f"({versions()})",
         "latency_ms": latencies,
         "scores": scores,
         "peak_rss_mib": peak_rss_mib(),
@@ -146,7 +159,7 @@ def over_http(job: dict[str, Any], log: Path) -> dict[str, Any]:
             server.wait()
     return {
         "description": f"infinity_emb v2 HTTP server (engine=optimum, batch {job['batch_size']}), "
-        "one POST /rerank per query on loopback",
+        f"one POST /rerank per query on loopback ({versions()})",
         "latency_ms": latencies,
         "scores": scores,
         "peak_rss_mib": server_peak,
