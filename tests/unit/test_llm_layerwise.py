@@ -92,6 +92,21 @@ def test_the_score_at_each_cutoff_layer_is_that_layers_head_at_the_last_token(la
                 assert np.abs(per_layer[a] - per_layer[b]).max() > 0.1, (a, b)
 
 
+def test_the_settings_reach_the_runner(layerwise: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """RERANK_CUTOFF_LAYER and TRUST_REMOTE_CODE from the environment, through the workers' factory."""
+    from hybrid_rerank.workers.factory import make_scorer
+    from hybrid_rerank.workers.settings import load_worker_settings
+
+    monkeypatch.setenv("RERANK_MODEL", str(layerwise))
+    monkeypatch.setenv("RERANK_CUTOFF_LAYER", "3")
+    monkeypatch.setenv("RERANK_MAX_LENGTH", str(MAX_LENGTH))
+    monkeypatch.setenv("RERANK_BACKEND", "torch")
+    monkeypatch.setenv("TRUST_REMOTE_CODE", "true")
+    scorer = make_scorer(load_worker_settings())
+    assert scorer is not None
+    assert "score head at layer 3 of 4" in scorer.load().runner.description
+
+
 def test_the_prompt_is_the_model_cards_token_for_token(layerwise: Path) -> None:
     """The card's code: bos, then "A: {query}", "\\n", "B: {passage}", "\\n" and the instruction, each
     tokenized apart; with a Llama-style tokenizer "\\n" alone is "▁" "\\n", so joining them would differ."""
