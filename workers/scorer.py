@@ -39,12 +39,16 @@ from hybrid_rerank.workers.runtime.models import (
     quiet_transformers,
     resolve_model,
 )
+from hybrid_rerank.workers.runtime.pair_tokens import PairEncoder, TextTokens, pair_encoder_from_transformers
+from hybrid_rerank.workers.runtime.passages import PASSAGE_OVERLAP as PASSAGE_OVERLAP  # tests read it here
+from hybrid_rerank.workers.runtime.passages import (
+    passage_budget,
+    window_spans,
+    window_texts,
+    window_tokens,
+)
 from hybrid_rerank.workers.runtime.runners import RUNNER_KINDS, TORCH_KINDS, RunnerKind, make_runner
 
-# The query keeps at most this share of the window; the document gets the rest.
-MAX_QUERY_SHARE = 0.5
-# Consecutive passages overlap by this share of a passage, so no sentence is cut at every boundary.
-PASSAGE_OVERLAP = 0.25
 REMOTE_MODULE = "hybrid_rerank.workers.runtime.remote"
 log = logging.getLogger("hybrid_rerank.workers")
 
@@ -77,6 +81,7 @@ class LoadedModel:
     kind: LocalKind | str = "cross-encoder"
     prompt: PromptEncoder | None = None  # LLM kinds: how a pair becomes one prompt
     remote: Any = None  # the remote kind's scorer (`runtime.remote.RemoteScorer`), imported only when used
+    pairs: PairEncoder | None = None  # cross-encoders: pair inputs from each distinct text tokenized once
 
 
 class _RemoteRunner:
@@ -213,7 +218,8 @@ class CrossEncoderScorer:
                 trust_remote_code=self.trust_remote_code,
             )
             tokenizer = load_tokenizer(folder, trust_remote_code=self.trust_remote_code)
-            return LoadedModel(tokenizer, runner, folder, interpolation_weight(folder))
+            pairs = pair_encoder_from_transformers(tokenizer)
+            return LoadedModel(tokenizer, runner, folder, interpolation_weight(folder), pairs=pairs)
         except ModelLoadError as exc:  # already says what to change
             raise type(exc)(
                 f"could not load rerank model {self.model_name!r} from {self.source.origin}: {exc}"
@@ -273,27 +279,22 @@ class CrossEncoderScorer:
     def passages(self, query: str, text: str) -> list[str]:
         """`text` cut into passages that fit the window beside `query` (the whole text when it fits)."""
         model = self.load()
-        tokenizer = model.tokenizer
         text = text[: self.max_chars]
-        if tokenizer is None:  # a remote API cuts texts to its own window
+        if model.remote is not None:  # a remote API cuts texts to its own window
             return [text]
-        added = model.prompt.overhead if model.prompt else tokenizer.num_special_tokens_to_add(pair=True)
-        window = self.max_length - added
-        query_tokens = len(tokenizer(query, add_special_tokens=False, verbose=False)["input_ids"])
-        budget = max(window - min(query_tokens, int(window * MAX_QUERY_SHARE)), 1)
-        offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)[
-            "offset_mapping"
-        ]
-        if len(offsets) <= budget:
-            return [text]
-        step = max(int(budget * (1 - PASSAGE_OVERLAP)), 1)
-        pieces: list[str] = []
-        for start in range(0, len(offsets), step):
-            end = min(start + budget, len(offsets))
-            pieces.append(text[offsets[start][0] : offsets[end - 1][1]])
-            if end == len(offsets) or len(pieces) == self.max_passages:
-                break
-        return pieces
+        if model.pairs is not None:
+            query_tokens, tokens = model.pairs.tokens([query, text])
+            budget = passage_budget(self.max_length, model.pairs.added, len(query_tokens.ids))
+            offsets = tokens.offsets.tolist()
+        else:
+            tokenizer = model.tokenizer
+            added = model.prompt.overhead if model.prompt else tokenizer.num_special_tokens_to_add(pair=True)
+            query_length = len(tokenizer(query, add_special_tokens=False, verbose=False)["input_ids"])
+            offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)[
+                "offset_mapping"
+            ]
+            budget = passage_budget(self.max_length, added, query_length)
+        return window_texts(text, offsets, window_spans(len(offsets), budget, self.max_passages))
 
     def score(self, query: str, candidates: Sequence[Candidate]) -> list[ScoredCandidate]:
         """One score per candidate, in the input order; higher is more relevant."""
@@ -302,17 +303,48 @@ class CrossEncoderScorer:
         model = self.load()
         if model.remote is not None:
             return list(model.remote.score(query, candidates))
-        passages: list[str] = []
-        owners: list[int] = []
-        for index, candidate in enumerate(candidates):
-            for passage in self.passages(query, candidate.text):
-                passages.append(passage)
-                owners.append(index)
-        raw = self.score_pairs([query] * len(passages), passages, model)
+        if model.pairs is not None:
+            raw, owners = self._score_passages(query, [c.text for c in candidates], model, model.pairs)
+        else:
+            passages: list[str] = []
+            owners = []
+            for index, candidate in enumerate(candidates):
+                for passage in self.passages(query, candidate.text):
+                    passages.append(passage)
+                    owners.append(index)
+            raw = self.score_pairs([query] * len(passages), passages, model)
         best: list[float] = [float("-inf")] * len(candidates)
         for owner, value in zip(owners, raw.tolist(), strict=True):
             best[owner] = max(best[owner], float(value))
         return [ScoredCandidate(c.id, s) for c, s in zip(candidates, best, strict=True)]
+
+    def _score_passages(
+        self, query: str, texts: Sequence[str], model: LoadedModel, pairs: PairEncoder
+    ) -> tuple[Any, list[int]]:
+        """Raw scores of every passage of `texts` beside `query`, and the text each came from; each distinct
+        text is tokenized once (and not again while the cache keeps it)."""
+        texts = [t[: self.max_chars] for t in texts]
+        query_tokens, *documents = pairs.tokens([query, *texts])
+        budget = passage_budget(self.max_length, pairs.added, len(query_tokens.ids))
+        pieces: list[TextTokens] = []
+        owners: list[int] = []
+        for index, (text, tokens) in enumerate(zip(texts, documents, strict=True)):
+            spans = window_spans(len(tokens.ids), budget, self.max_passages)
+            pieces += (
+                [tokens]
+                if len(spans) == 1 and spans[0][1] == len(tokens.ids)
+                else window_tokens(pairs, text, tokens, spans)
+            )
+            owners += [index] * len(spans)
+        rows = pairs.pair_rows([query_tokens] * len(pieces), pieces, self.max_length)
+        return self._run_rows(rows, model), owners
+
+    def _run_rows(self, rows: Sequence[dict[str, Any]], model: LoadedModel) -> Any:
+        return run_batched(model.runner, rows, self.token_budget, self.batch_size, self._pad_id(model))
+
+    @staticmethod
+    def _pad_id(model: LoadedModel) -> int:
+        return model.pairs.pad_id if model.pairs is not None else int(model.tokenizer.pad_token_id or 0)
 
     def score_pairs(
         self, queries: Sequence[str], texts: Sequence[str], model: LoadedModel | None = None
@@ -333,12 +365,17 @@ class CrossEncoderScorer:
                 model.prompt.pool,
                 left_pad=True,
             )
+        if model.pairs is not None:
+            distinct = [*dict.fromkeys(queries), *texts]
+            by_text = dict(zip(distinct, model.pairs.tokens(distinct), strict=True))
+            rows = model.pairs.pair_rows(
+                [by_text[q] for q in queries], [by_text[t] for t in texts], self.max_length
+            )
+            return self._run_rows(rows, model)
         encoded = model.tokenizer(
             list(queries), list(texts), truncation=True, max_length=self.max_length, verbose=False
         )
-        rows = encoded_rows(encoded, len(queries))
-        pad_id = model.tokenizer.pad_token_id or 0
-        return run_batched(model.runner, rows, self.token_budget, self.batch_size, pad_id)
+        return self._run_rows(encoded_rows(encoded, len(queries)), model)
 
 
 RerankScorer = CrossEncoderScorer

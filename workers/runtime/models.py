@@ -21,6 +21,8 @@ ONNX_FP32 = "model.onnx"
 ONNX_INT8 = "model_int8.onnx"
 # What a model folder may say about how to use its scores (written by `hybrid-rerank train-reranker`).
 RERANK_METADATA = "hybrid_rerank.json"
+# How an ONNX file beside it was made (`onnx_export.ExportRecipe`).
+RECIPE_FILE = "onnx_export.json"
 
 
 @dataclass(frozen=True)

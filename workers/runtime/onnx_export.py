@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from hybrid_rerank.workers.runtime.batching import INPUT_NAMES
-from hybrid_rerank.workers.runtime.models import ONNX_FP32, ONNX_INT8, TORCH_WEIGHTS
+from hybrid_rerank.workers.runtime.models import ONNX_FP32, ONNX_INT8, RECIPE_FILE, TORCH_WEIGHTS
 
 Head = Literal["classifier", "encoder"]
 OUTPUT_NAMES: dict[str, str] = {"classifier": "logits", "encoder": "last_hidden_state"}
@@ -47,7 +47,6 @@ DEFAULT_ATTENTION = "eager"
 OPSET = 17
 # Bump when the export code changes in a way the recipe's fields do not describe.
 RECIPE_VERSION = 2
-RECIPE_FILE = "onnx_export.json"
 
 
 @dataclass(frozen=True)
@@ -298,5 +297,24 @@ def export_folder(
                 shutil.copy2(model / name, target / name)
             elif (source / name).is_file():
                 shutil.copy2(source / name, target / name)
-        (target / RECIPE_FILE).write_text(json.dumps(recipe.to_json(), indent=1), encoding="utf-8")
+        record = recipe.to_json() | save_backend_tokenizer(model, target, trust_remote_code=trust_remote_code)
+        (target / RECIPE_FILE).write_text(json.dumps(record, indent=1), encoding="utf-8")
     return target / (ONNX_INT8 if int8 else ONNX_FP32)
+
+
+def save_backend_tokenizer(source: Path, target: Path, *, trust_remote_code: bool = False) -> dict[str, str]:
+    """target/tokenizer.json as the pipeline transformers runs for `source` (some tokenizer classes replace
+    parts of their saved tokenizer.json at load), so a worker reads it with `tokenizers` alone, without
+    transformers and torch; the mark for onnx_export.json, or {} for a tokenizer without one."""
+    from transformers import AutoTokenizer
+
+    from hybrid_rerank.workers.runtime.pair_tokens import TOKENIZER_MARK
+
+    tokenizer = AutoTokenizer.from_pretrained(str(source), trust_remote_code=trust_remote_code)
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return {}
+    backend.no_truncation()
+    backend.no_padding()
+    (target / "tokenizer.json").write_text(backend.to_str(), encoding="utf-8")
+    return dict([TOKENIZER_MARK])
