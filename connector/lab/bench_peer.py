@@ -309,6 +309,7 @@ def run_peer_bench(
                         Variant(engine.name, engine.kind, length), model, cut, settings
                     )
                 result["pairs_per_s"] = cut.pairs / (sum(result["latency_ms"]) / 1000.0)
+                log(f"  {result['pairs_per_s']:.1f} pairs/s (load average {os.getloadavg()[0]:.1f})")
                 measured.setdefault((engine.name, length), []).append(result)
     results: list[EngineResult] = []
     for length in plan.max_lengths:
