@@ -66,6 +66,14 @@ def train_reranker_command(
     max_length: Annotated[int, typer.Option(min=16)] = 128,
     eval_steps: Annotated[int, typer.Option(min=1, help="score the dev split every N steps")] = 200,
     seed: Annotated[int, typer.Option()] = 13,
+    time_budget: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            help="minutes of training at most (a shared machine): stop before the next step would overrun, "
+            "score dev, keep the best checkpoint",
+        ),
+    ] = None,
 ) -> None:
     """Fine-tune a cross-encoder: qrels positives, hard negatives from our hybrid recall, pseudo-queries."""
     require_lab(*TRAINING_MODULES)
@@ -94,6 +102,7 @@ def train_reranker_command(
         max_length=max_length,
         eval_steps=eval_steps,
         seed=seed,
+        time_budget_minutes=time_budget,
     )
     settings = load()
     with staged_progress() as progress:

@@ -263,6 +263,18 @@ def _fit(
                 shown = {k: round(v, 4) for k, v in entry.items() if k in _SHOWN}
                 log(f"step {state.global_step}/{state.max_steps}: {shown}")
 
+    class Budget(TrainerCallback):
+        """On a shared machine: stop before the next step would overrun the time budget, scoring dev and
+        saving first, so the best evaluated checkpoint is still the one kept."""
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **_: Any) -> None:
+            elapsed = time.perf_counter() - started
+            budget = (config.time_budget_minutes or 0.0) * 60.0
+            if state.global_step < state.max_steps and elapsed * (1 + 1 / state.global_step) > budget:
+                control.should_training_stop = control.should_evaluate = control.should_save = True
+                history.append({"step": float(state.global_step), "stopped_by_time_budget": 1.0})
+                log(f"time budget reached after step {state.global_step}/{state.max_steps} ({elapsed:.0f} s)")
+
     loss = (
         LayerwiseRankingLoss(model, layers, config.in_batch_negatives)
         if layers
@@ -274,7 +286,7 @@ def _fit(
         train_dataset=dataset,
         loss=loss,
         evaluator=evaluator,
-        callbacks=[Log()],
+        callbacks=[Log(), Budget()] if config.time_budget_minutes else [Log()],
     )
     log(
         f"training {base.name} on {len(examples)} examples: {config.epochs} epoch(s), "

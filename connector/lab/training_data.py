@@ -46,6 +46,7 @@ class TrainingConfig:
     # model cut to k layers stays usable. None: every third of the layers where the architecture's head is
     # known (2, 4, 6 for MiniLM-L6); (): the last layer only.
     layerwise: tuple[int, ...] | None = None
+    time_budget_minutes: float | None = None  # stop (dev scored, checkpoint saved) before overrunning it
     unlabeled: bool = False  # no qrels: pseudo-queries only, the dev split made of held-out documents
 
 

@@ -190,12 +190,14 @@ def test_unlabeled_adaptation_needs_only_the_corpus(
         eval_steps=3,
         bf16=False,
         layerwise=(),
+        time_budget_minutes=1e-9,  # stops after the first step, scoring dev before it does
     )
     out = tmp_path / "adapted"
     report = train_reranker(settings, corpus_only, out, config, embedder=embedder, log=lambda _: None)
     assert report["examples"]["qrels"] == 0 and report["examples"]["title"] > 0
     assert report["train_queries"] == 0 and report["dev_queries"] == 8
-    assert any("eval_dev_ndcg@10" in entry for entry in report["history"])
+    assert [e["step"] for e in report["history"] if "stopped_by_time_budget" in e] == [1.0]
+    assert [e["step"] for e in report["history"] if "eval_dev_ndcg@10" in e] == [1.0]
     assert 0.0 < report["dev"]["first_stage_ndcg@10"] < 1.0  # dev documents lost their query text
     metadata = json.loads((out / "hybrid_rerank.json").read_text(encoding="utf-8"))
     assert "layerwise" not in metadata and metadata["dev_split"]["kind"] == "documents"
