@@ -2,7 +2,11 @@
 
 Backends: `torch` (sentence-transformers' encode, fp32), `torch-bf16` (the same under bf16 autocast), and
 `onnx` / `onnx-int8` (the transformer exported once, cached on disk, run with onnxruntime; inputs sorted by
-length and packed up to a token budget, then mean or CLS pooling as the model's pooling config says). Query
+length and packed up to a token budget, then mean or CLS pooling as the model's pooling config says).
+
+Queries may take another runner than documents (`query_backend`): `same` embeds them like the documents,
+`onnx` / `onnx-int8` one at a time through `query_embedding.OnnxQueryRunner` (no batching, one thread), and
+`auto` runs int8 there, falling back to `same` with a warning where the folder cannot be exported. Query
 embeddings are kept in a small LRU cache: a repeated query skips the model.
 
 Prompts: e5- and bge-style models want a string before each query ("query: ") or passage ("passage: "). They
@@ -13,6 +17,7 @@ of `model_name`, the name an index records and a search checks.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -26,11 +31,21 @@ from hybrid_rerank.connector.backends.base import Vector
 from hybrid_rerank.connector.documents import Document
 from hybrid_rerank.connector.errors import IndexMismatchError, ModelLoadError, describe_exception
 from hybrid_rerank.connector.language import model_file, read_json
+from hybrid_rerank.connector.query_embedding import (
+    AUTO_QUERY_BACKEND,
+    POOLS,
+    QUERY_BACKENDS,
+    OnnxQueryRunner,
+    QueryBackend,
+    encoder_layout,
+)
 from hybrid_rerank.workers.runtime.models import ModelSource, quiet_transformers, resolve_model
 
 ProgressCallback = Callable[[int, int], None]  # (documents done, total)
 EmbeddingBackend = Literal["auto", "torch", "torch-bf16", "onnx", "onnx-int8"]
 EMBEDDING_BACKENDS: tuple[str, ...] = ("auto", "torch", "torch-bf16", "onnx", "onnx-int8")
+
+log = logging.getLogger(__name__)
 
 
 class Embedder:
@@ -50,11 +65,18 @@ class Embedder:
         query_cache_size: int = 1024,
         query_prompt: str | None = None,
         passage_prompt: str | None = None,
+        query_backend: QueryBackend = "same",
+        query_threads: int = 1,
     ) -> None:
-        """`query_prompt` / `passage_prompt`: None takes the folder's declared prompt, "" means none."""
+        """`query_prompt` / `passage_prompt`: None takes the folder's declared prompt, "" means none.
+        `query_backend` / `query_threads`: the runner of `embed_query` and `embed_queries` (module doc)."""
         if backend not in EMBEDDING_BACKENDS:
             raise ModelLoadError(
                 f"unknown embedding backend {backend!r}: use one of {', '.join(EMBEDDING_BACKENDS)}"
+            )
+        if query_backend not in QUERY_BACKENDS:
+            raise ModelLoadError(
+                f"unknown query embedding backend {query_backend!r}: use one of {', '.join(QUERY_BACKENDS)}"
             )
         self.model_id = model_name
         self.source: ModelSource = resolve_model(model_name)
@@ -71,12 +93,17 @@ class Embedder:
         self.threads = threads
         self.cache_dir = cache_dir or Path("data") / "onnx-cache"
         self.query_cache_size = query_cache_size
+        self.query_backend: QueryBackend = query_backend
+        self.query_threads = query_threads
         self._model: Any = None
         self._onnx: _OnnxEncoder | None = None
+        self._query_runner: OnnxQueryRunner | None = None
+        self._query_runner_tried = query_backend == "same"
         self._queries: OrderedDict[str, Vector] = OrderedDict()
         # The service searches from a thread pool: one query embeds at a time (CPU-bound anyway) and HF fast
         # tokenizers raise "Already borrowed" when one instance is called from two threads at once.
         self._query_lock = threading.Lock()
+        self._runner_lock = threading.Lock()
 
     @property
     def cache_name(self) -> str:
@@ -104,7 +131,52 @@ class Embedder:
 
     @property
     def dimension(self) -> int:
+        """The vectors' width; asked of the query runner when there is one, so a process that only searches
+        never loads the torch model."""
+        runner = self.query_runner
+        if runner is not None and self._model is None:
+            return runner.dimension
         return int(self.model.get_embedding_dimension())
+
+    @property
+    def query_runner(self) -> OnnxQueryRunner | None:
+        """The one-query runner, loaded on first use; None where queries run like documents."""
+        if self._query_runner_tried:
+            return self._query_runner
+        with self._runner_lock:  # not the query lock: embed_query holds that while it asks for the runner
+            if not self._query_runner_tried:
+                self._query_runner = self._load_query_runner()
+                self._query_runner_tried = True
+        return self._query_runner
+
+    @property
+    def query_description(self) -> str:
+        runner = self.query_runner
+        return runner.description if runner is not None else f"{self.backend}, like the documents"
+
+    def _load_query_runner(self) -> OnnxQueryRunner | None:
+        from hybrid_rerank.workers.runtime.onnx_export import cached_onnx
+
+        kind = AUTO_QUERY_BACKEND if self.query_backend == "auto" else self.query_backend
+        try:
+            layout = encoder_layout(self.source.location)
+            path = cached_onnx(
+                layout.transformer,
+                kind == "onnx-int8",
+                self.cache_dir,
+                head="encoder",
+                trust_remote_code=self.trust_remote_code,
+                per_channel=True,  # per-tensor scales moved MiniLM's vectors to cosine 0.96 of fp32
+            )
+            return OnnxQueryRunner(
+                path, layout, threads=self.query_threads, trust_remote_code=self.trust_remote_code
+            )
+        except Exception as exc:  # any export or load failure: one actionable message
+            problem = f"cannot run queries of {self.model_id!r} with {kind}: {describe_exception(exc)}"
+            if self.query_backend != "auto":
+                raise ModelLoadError(f"{problem}. Set EMBEDDING_QUERY_BACKEND=same.") from exc
+            log.warning("%s; queries are embedded like the documents (%s)", problem, self.backend)
+            return None
 
     def embed_texts(self, texts: Sequence[str], progress: ProgressCallback | None = None) -> Vector:
         """Embeddings of `texts`, one normalized float32 row each, computed in batches."""
@@ -151,8 +223,14 @@ class Embedder:
         return self.embed_texts([self.passage_prompt + doc.full_text for doc in documents], progress)
 
     def embed_queries(self, queries: Sequence[str]) -> Vector:
-        """Many queries' embeddings, each with the query prompt (no cache: for offline tools)."""
-        return self.embed_texts([self.query_prompt + query for query in queries])
+        """Many queries' embeddings, each with the query prompt and by the query runner, as a search would
+        embed them (no cache: for offline tools)."""
+        texts = [self.query_prompt + query for query in queries]
+        runner = self.query_runner
+        if runner is None or not texts:
+            return self.embed_texts(texts)
+        with self._query_lock:
+            return np.stack([runner(text) for text in texts])
 
     def embed_query(self, query: str) -> Vector:
         """One query's embedding; a repeated query comes from the LRU cache (as a copy). The cache is keyed
@@ -163,7 +241,8 @@ class Embedder:
             if cached is not None:
                 self._queries.move_to_end(text)
                 return cached.copy()
-            vector: Vector = self.embed_texts([text])[0]
+            runner = self.query_runner
+            vector: Vector = runner(text) if runner is not None else self.embed_texts([text])[0]
             if self.query_cache_size > 0:
                 self._queries[text] = vector.copy()
                 if len(self._queries) > self.query_cache_size:
@@ -220,25 +299,16 @@ class _OnnxEncoder:
     """The transformer of a sentence-transformers folder through onnxruntime, with its pooling."""
 
     def __init__(self, embedder: Embedder) -> None:
-        from hybrid_rerank.workers.runtime.batching import cls_pool, mean_pool
         from hybrid_rerank.workers.runtime.models import load_tokenizer
         from hybrid_rerank.workers.runtime.onnx_export import cached_onnx
         from hybrid_rerank.workers.runtime.runners import OnnxRunner
 
-        folder = Path(self.folder_of(embedder))
-        pooling = read_json(folder / "1_Pooling" / "config.json")
-        if pooling.get("pooling_mode_cls_token"):
-            self.pool = cls_pool
-        elif pooling.get("pooling_mode_mean_tokens", True) and not any(
-            pooling.get(k) for k in ("pooling_mode_max_tokens", "pooling_mode_mean_sqrt_len_tokens")
-        ):
-            self.pool = mean_pool
-        else:
-            raise ValueError(f"pooling {pooling} is not mean or CLS")
-        self.max_length = int(read_json(folder / "sentence_bert_config.json").get("max_seq_length", 512))
-        self.tokenizer = load_tokenizer(folder, trust_remote_code=embedder.trust_remote_code)
+        layout = encoder_layout(embedder.source.location)
+        self.pool = POOLS[layout.pooling]
+        self.max_length = layout.max_length
+        self.tokenizer = load_tokenizer(layout.transformer, trust_remote_code=embedder.trust_remote_code)
         path = cached_onnx(
-            folder,
+            layout.transformer,
             embedder.backend == "onnx-int8",
             embedder.cache_dir,
             head="encoder",
@@ -247,16 +317,6 @@ class _OnnxEncoder:
         self.runner = OnnxRunner(path, threads=embedder.threads, output="last_hidden_state")
         self.token_budget = embedder.token_budget
         self.batch_size = embedder.batch_size
-
-    @staticmethod
-    def folder_of(embedder: Embedder) -> str:
-        folder = Path(embedder.source.location)
-        if not folder.is_dir():
-            raise FileNotFoundError(f"{embedder.source.location} is not a local folder")
-        modules = read_json(folder / "modules.json")
-        if isinstance(modules, list) and modules and modules[0].get("path"):
-            return str(folder / str(modules[0]["path"]))
-        return str(folder)
 
     def embed(self, texts: Sequence[str], progress: ProgressCallback | None) -> Vector:
         from hybrid_rerank.workers.runtime.batching import encoded_rows, run_batched

@@ -103,10 +103,12 @@ def make_embedder(settings: Settings) -> Embedder:
         trust_remote_code=settings.trust_remote_code,
         backend=settings.embedding_backend,
         token_budget=settings.embedding_token_budget,
-        cache_dir=settings.data_dir / "onnx-cache",
+        cache_dir=settings.embedding_onnx_cache,
         query_cache_size=settings.embedding_query_cache,
         query_prompt=settings.embedding_query_prompt,
         passage_prompt=settings.embedding_passage_prompt,
+        query_backend=settings.embedding_query_backend,
+        query_threads=settings.embedding_query_threads,
     )
 
 

@@ -7,6 +7,7 @@ code never reads it, nor the environment.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -21,7 +22,16 @@ from hybrid_rerank.workers.settings import WorkerSettings, comma_list, settings_
 
 EmbeddingBackendName = Literal["auto", "torch", "torch-bf16", "onnx", "onnx-int8"]
 
+QueryBackendName = Literal["auto", "same", "onnx", "onnx-int8"]
+
 DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
+
+
+def user_onnx_cache() -> Path:
+    """$XDG_CACHE_HOME/hybrid-rerank/onnx (~/.cache/... by default): one export per model content and recipe
+    for every DATA_DIR of this user."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "hybrid-rerank" / "onnx"
 
 
 class Settings(WorkerSettings):
@@ -68,6 +78,15 @@ class Settings(WorkerSettings):
     embedding_backend: EmbeddingBackendName = "auto"
     embedding_token_budget: int = Field(16384, ge=16, description="ONNX backends: padded tokens per call")
     embedding_query_cache: int = Field(1024, ge=0, description="query embeddings kept in an LRU cache")
+    # The query path's runner: `auto` = ONNX int8, one query at a time (see connector/query_embedding.py).
+    embedding_query_backend: QueryBackendName = Field(
+        "auto", description="auto (ONNX int8 one query at a time), same (as the documents), onnx, onnx-int8"
+    )
+    embedding_query_threads: int = Field(1, gt=0, description="onnxruntime threads of the query runner")
+    embedding_onnx_cache: Path = Field(
+        default_factory=user_onnx_cache,
+        description="where the bi-encoder's ONNX exports are kept, shared by every DATA_DIR",
+    )
     # Prompts (e5: "query: " / "passage: "); unset: the folder's config_sentence_transformers.json, "" none.
     embedding_query_prompt: str | None = Field(None, description="prepended to every query")
     embedding_passage_prompt: str | None = Field(None, description="prepended to every indexed document")
