@@ -1,10 +1,10 @@
 """The interpolation weight of a rerank model: its dev rankings scored through the reranking core, and
 `hybrid-rerank tune-reranker`, which tunes the weight again for the current settings and writes it into the
 model folder's hybrid_rerank.json (whence a worker's reply carries it to the searching side). The weight
-written is the safe one (`safe_interpolation`): no larger than the tuned one, and no larger than where the
-document-disjoint dev queries' curve starts to fall below the first stage; beside it, the fingerprint of the
-training domain (`connector/domain.py`), under which a query near the training queries may get the tuned
-weight back."""
+written is the safe one (`safe_interpolation`): no larger than the tuned one, nor than where the
+document-disjoint dev queries start to fall below the first stage beyond noise; beside it, the fingerprint
+of the training domain (`connector/domain.py`), under which a query near the training queries may get the
+tuned weight back."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from hybrid_rerank.connector.domain import FINGERPRINT_KEY, fingerprint
 from hybrid_rerank.connector.embedder import Embedder
 from hybrid_rerank.connector.factory import search_options
 from hybrid_rerank.connector.lab.evaluation import hybrid_rankings, prepare_benchmark
-from hybrid_rerank.connector.lab.safe_interpolation import default_weight
+from hybrid_rerank.connector.lab.safe_interpolation import default_weight, per_query_curve
 from hybrid_rerank.connector.lab.training_data import split_dev, tune_interpolation
 from hybrid_rerank.connector.settings import Settings
 from hybrid_rerank.workers.factory import make_scorer
@@ -81,7 +81,10 @@ def retune_interpolation(
     _, unseen_curve = tune_interpolation(
         {q: dev_rerank[q] for q in unseen}, {q: dev_first[q] for q in unseen}, benchmark.qrels
     )
-    chosen, rule = default_weight(weight, unseen_curve, len(unseen))
+    unseen_per_query = per_query_curve(
+        {q: dev_rerank[q] for q in unseen}, {q: dev_first[q] for q in unseen}, benchmark.qrels, list(curve)
+    )
+    chosen, rule = default_weight(weight, unseen_per_query)
     metadata = read_rerank_metadata(model_dir)
     if len(train_ids) >= 2:  # the training queries' bi-encoder vectors: where the tuned weight holds
         train_vectors = prepared.embedder.embed_queries([benchmark.queries[q] for q in train_ids])
