@@ -28,6 +28,8 @@ from hybrid_rerank.connector.stages import (
     rerank_head,
     rerank_order,
     rerank_weight,
+    shown_ids,
+    with_documents,
 )
 from hybrid_rerank.workers.client import Reranker
 from hybrid_rerank.workers.protocol import Candidate, RerankOutcome
@@ -183,6 +185,7 @@ class SearchPipeline:
         plan = self._plan(query)
         pool = self._first_stage(query, filters, timings, plan)
         fallback = self._why_not_rerank(rerank, len(pool), plan)
+        pool = self._with_texts(pool, fallback is None, offset, top_k, timings)
         outcome = None
         if fallback is None:
             assert self.reranker is not None
@@ -211,6 +214,10 @@ class SearchPipeline:
             pools.append(self._first_stage(query, filters, query_timings, plan))
         notes = [
             self._why_not_rerank(rerank, len(pool), plan) for pool, plan in zip(pools, plans, strict=True)
+        ]
+        pools = [
+            self._with_texts(pool, note is None, 0, size, query_timings)
+            for pool, note, size, query_timings in zip(pools, notes, sizes, timings, strict=True)
         ]
         todo = [i for i, fallback in enumerate(notes) if fallback is None]
         outcomes: list[RerankOutcome | None] = [None] * len(queries)
@@ -246,12 +253,21 @@ class SearchPipeline:
         """The fused candidate pool, best first; the BM25 leg alone when the bi-encoder cannot read it."""
         if plan is not None and not plan.dense:
             with _timed(timings, "recall"), _timed(timings, "bm25"):
-                return bm25_pool(self.backend.bm25(query, self.options.recall_depth, filters))
+                return bm25_pool(self.backend.bm25(query, self.options.recall_depth, filters, texts=False))
         with _timed(timings, "embed_query"):
             query_vector = self.embedder.embed_query(query)
         if self.options.hybrid_mode == "server":
             return self._server_hybrid(query, query_vector, filters, timings)
         return self._client_hybrid(query, query_vector, filters, timings)
+
+    def _with_texts(
+        self, pool: list[PoolEntry], reranking: bool, offset: int, top_k: int, timings: dict[str, float]
+    ) -> list[PoolEntry]:
+        """The legs searched without texts: fetch them, in one request, for the reranked head (when this
+        query is reranked) and the page alone, not for the rest of the pool."""
+        ids = shown_ids(pool, self.options.rerank_depth if reranking else 0, offset, top_k)
+        with _timed(timings, "fetch"):
+            return with_documents(pool, self.backend.documents(ids))
 
     def _head(self, pool: list[PoolEntry]) -> list[Candidate]:
         return rerank_head(pool, self.options.rerank_depth)
@@ -332,7 +348,7 @@ class SearchPipeline:
         self, query: str, vector: Vector, filters: Filters | None, timings: dict[str, float]
     ) -> list[PoolEntry]:
         with _timed(timings, "recall"):
-            recall = self.backend.recall(query, vector, self.options.recall_depth, filters)
+            recall = self.backend.recall(query, vector, self.options.recall_depth, filters, texts=False)
         timings.update(recall.leg_ms)
         with _timed(timings, "fusion"):
             return fuse_recall(recall, self.options.fusion_options)
@@ -350,6 +366,7 @@ class SearchPipeline:
                 fusion=opts.fusion,
                 bm25_weight=opts.bm25_weight,
                 rrf_k=opts.rrf_k,
+                texts=False,
             )
         return pool_from_server(results)
 

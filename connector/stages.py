@@ -6,7 +6,7 @@ the evaluation, training and benchmark tools call the same functions, so no tool
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from hybrid_rerank.connector.backends.base import HybridHit, LegHit, Passage, Recall
 from hybrid_rerank.connector.documents import Document
@@ -85,6 +85,17 @@ def bm25_pool(hits: Sequence[LegHit]) -> list[PoolEntry]:
         PoolEntry(h.document, h.score, rank, (rank, h.score), (None, None))
         for rank, h in enumerate(hits, start=1)
     ]
+
+
+def shown_ids(pool: Sequence[PoolEntry], head: int, offset: int, k: int) -> list[str]:
+    """The ids whose texts a search needs, once each: the reranked head (top `head`) and the page (`k` from
+    `offset`). A reranked page lies within these: the head reordered, then the pool's order below it."""
+    return list(dict.fromkeys(entry.id for entry in [*pool[:head], *pool[offset : offset + k]]))
+
+
+def with_documents(pool: Sequence[PoolEntry], documents: Mapping[str, Document]) -> list[PoolEntry]:
+    """The pool with each fetched document in place of its bare one (the legs searched without texts)."""
+    return [replace(e, document=documents[e.id]) if e.id in documents else e for e in pool]
 
 
 def rerank_head(pool: Sequence[PoolEntry], depth: int) -> list[Candidate]:

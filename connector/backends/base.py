@@ -142,15 +142,29 @@ class Backend(Protocol):
         """The stored documents among `ids`."""
         ...
 
-    def bm25(self, query: str, size: int, filters: Filters | None = None) -> list[LegHit]:
+    def documents(self, ids: Sequence[str]) -> dict[str, Document]:
+        """What a search hit shows of each of `ids` (title, text, metadata), in one request: the texts a
+        `texts=False` search left out, fetched for the hits that need them. The default reads `get`."""
+        return self.get(ids)
+
+    # The search methods below take `texts`: True brings each hit's whole document; False only its id (with
+    # the score, and a passage index's matched passage), the document left to `documents` (see `bare`).
+
+    def bm25(
+        self, query: str, size: int, filters: Filters | None = None, *, texts: bool = True
+    ) -> list[LegHit]:
         """Top `size` documents by BM25 over title and text, best first."""
         ...
 
-    def knn(self, vector: Vector, size: int, filters: Filters | None = None) -> list[LegHit]:
+    def knn(
+        self, vector: Vector, size: int, filters: Filters | None = None, *, texts: bool = True
+    ) -> list[LegHit]:
         """Top `size` documents by cosine similarity to `vector`, best first."""
         ...
 
-    def recall(self, query: str, vector: Vector, size: int, filters: Filters | None = None) -> Recall:
+    def recall(
+        self, query: str, vector: Vector, size: int, filters: Filters | None = None, *, texts: bool = True
+    ) -> Recall:
         """Both legs under the same filters (in one round trip where the store allows)."""
         ...
 
@@ -164,6 +178,7 @@ class Backend(Protocol):
         fusion: FusionMethod,
         bm25_weight: float,
         rrf_k: int,
+        texts: bool = True,
     ) -> list[HybridHit]:
         """Both legs fused by the store itself (HYBRID_MODE=server), best first, each hit with its legs' raw
         scores. The default: this store cannot, and says what to do instead."""
@@ -171,6 +186,11 @@ class Backend(Protocol):
             f"HYBRID_MODE=server needs OpenSearch with neural-search; the {self.name} backend fuses "
             "client-side (HYBRID_MODE=client)"
         )
+
+
+def bare(doc_id: str) -> Document:
+    """A hit's document as a `texts=False` search gives it: the id alone (title, text and metadata empty)."""
+    return Document(id=doc_id, text="")
 
 
 @dataclass(frozen=True)

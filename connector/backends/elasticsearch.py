@@ -147,8 +147,10 @@ class ElasticsearchBackend(EngineBackend):
     ) -> Iterator[dict[str, Any]]:
         return bodies.bulk_actions(index, documents, vectors, passages)
 
-    def _bm25_body(self, query: str, size: int, filters: Filters | None) -> dict[str, Any]:
-        return bodies.bm25_body(query, size, filters, self.title_boost)
+    def _bm25_body(self, query: str, size: int, filters: Filters | None, texts: bool) -> dict[str, Any]:
+        return bodies.bm25_body(query, size, filters, self.title_boost, texts)
 
-    def _knn_body(self, vector: Vector, size: int, filters: Filters | None, passages: bool) -> dict[str, Any]:
-        return bodies.knn_body(vector, size, filters, passages)
+    def _knn_body(
+        self, vector: Vector, size: int, filters: Filters | None, passages: bool, texts: bool
+    ) -> dict[str, Any]:
+        return bodies.knn_body(vector, size, filters, passages, texts)

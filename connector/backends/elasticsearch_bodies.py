@@ -19,12 +19,12 @@ from hybrid_rerank.connector.backends import engine_bodies as shared
 from hybrid_rerank.connector.backends.base import Filters, Passage, Vector
 from hybrid_rerank.connector.backends.engine_bodies import (
     LATER_FIELDS,
-    SOURCE_FIELDS,
     VECTOR_FIELD,
     action_size,
     action_size_bound,
     filter_query,
     filtered,
+    hit_source,
     multi_match,
     parse_leg,
 )
@@ -73,8 +73,11 @@ def index_body(
                 "analysis": ANALYSIS,
                 "tokenizer_version": TOKENIZER_VERSION,
             },
-            # the analysed copies are only for searching; the documents come back without them
-            "_source": {"excludes": sorted(TERM_FIELDS.values())},
+            # The analysed copies and the vectors are only for searching: the stored source is the document
+            # alone, which a hit's text is read from (a 384-float vector's JSON outweighs an abstract ~5x).
+            "_source": {
+                "excludes": sorted([*TERM_FIELDS.values(), VECTOR_FIELD, shared.PASSAGE_VECTOR_FIELD])
+            },
             "properties": {
                 "doc_id": {"type": "keyword"},
                 **LATER_FIELDS,
@@ -149,13 +152,17 @@ def knn_section(vector: Vector, size: int, filters: Filters | None, passages: bo
     return body
 
 
-def bm25_body(query: str, size: int, filters: Filters | None, title_boost: float = 1.0) -> dict[str, Any]:
-    return {"size": size, "query": match_query(query, filters, title_boost), "_source": SOURCE_FIELDS}
+def bm25_body(
+    query: str, size: int, filters: Filters | None, title_boost: float = 1.0, texts: bool = True
+) -> dict[str, Any]:
+    return {"size": size, "query": match_query(query, filters, title_boost), "_source": hit_source(texts)}
 
 
-def knn_body(vector: Vector, size: int, filters: Filters | None, passages: bool = False) -> dict[str, Any]:
+def knn_body(
+    vector: Vector, size: int, filters: Filters | None, passages: bool = False, texts: bool = True
+) -> dict[str, Any]:
     section = knn_section(vector, size, filters, passages)
-    return {"size": section["k"], "knn": section, "_source": SOURCE_FIELDS}
+    return {"size": section["k"], "knn": section, "_source": hit_source(texts)}
 
 
 def recall_msearch(
@@ -166,10 +173,13 @@ def recall_msearch(
     index: str,
     title_boost: float = 1.0,
     passages: bool = False,
+    texts: bool = True,
 ) -> list[dict[str, Any]]:
     """One `_msearch` body: the BM25 leg, then the k-NN leg, under the same filters."""
     return shared.msearch(
-        index, bm25_body(query, size, filters, title_boost), knn_body(vector, size, filters, passages)
+        index,
+        bm25_body(query, size, filters, title_boost, texts),
+        knn_body(vector, size, filters, passages, texts),
     )
 
 

@@ -38,6 +38,7 @@ from hybrid_rerank.connector.backends.base import (
     Passage,
     Recall,
     Vector,
+    bare,
     check_index_matches,
     matches_filters,
     split_sendable,
@@ -164,7 +165,9 @@ class EmbeddedBackend(Backend):
     def get(self, ids: Sequence[str]) -> dict[str, Document]:
         return {i: self._documents[self._row_of[i]] for i in ids if i in self._row_of}
 
-    def bm25(self, query: str, size: int, filters: Filters | None = None) -> list[LegHit]:
+    def bm25(
+        self, query: str, size: int, filters: Filters | None = None, *, texts: bool = True
+    ) -> list[LegHit]:
         self._require_index()
         terms = tokenize(query)
         if not terms or not self._documents:
@@ -174,9 +177,11 @@ class EmbeddedBackend(Backend):
         assert self._bm25 is not None
         scores = np.asarray(self._bm25.get_scores(terms), dtype=np.float64)
         scores[~self._filter_mask(filters)] = 0.0
-        return self._top(scores, size, keep=scores > 0.0)
+        return self._top(scores, size, keep=scores > 0.0, texts=texts)
 
-    def knn(self, vector: Vector, size: int, filters: Filters | None = None) -> list[LegHit]:
+    def knn(
+        self, vector: Vector, size: int, filters: Filters | None = None, *, texts: bool = True
+    ) -> list[LegHit]:
         info = self._require_index()
         if vector.shape != (info.dimension,):
             raise IndexMismatchError(
@@ -188,14 +193,14 @@ class EmbeddedBackend(Backend):
         matrix, owners = self._vector_matrix()
         row_scores = (matrix @ vector.astype(np.float32)).astype(np.float64)
         if not info.passages:
-            return self._top(row_scores, size, keep=self._filter_mask(filters))
+            return self._top(row_scores, size, keep=self._filter_mask(filters), texts=texts)
         # A document's score is its best passage's; `best` keeps which vector row that was.
         scores = np.full(len(self._documents), -np.inf)
         np.maximum.at(scores, owners, row_scores)
         best = np.zeros(len(self._documents), dtype=np.int64)
         order = np.argsort(row_scores, kind="stable")  # ascending: the best row of each document wins last
         best[owners[order]] = order
-        hits = self._top(scores, size, keep=self._filter_mask(filters))
+        hits = self._top(scores, size, keep=self._filter_mask(filters), texts=texts)
         return [self._with_passage(hit, int(best[self._row_of[hit.document.id]]), owners) for hit in hits]
 
     def _with_passage(self, hit: LegHit, vector_row: int, owners: np.ndarray) -> LegHit:
@@ -223,11 +228,13 @@ class EmbeddedBackend(Backend):
             self._matrix = (matrix.astype(np.float32, copy=False), np.repeat(np.arange(len(counts)), counts))
         return self._matrix
 
-    def recall(self, query: str, vector: Vector, size: int, filters: Filters | None = None) -> Recall:
+    def recall(
+        self, query: str, vector: Vector, size: int, filters: Filters | None = None, *, texts: bool = True
+    ) -> Recall:
         started = time.perf_counter()
-        bm25 = self.bm25(query, size, filters)
+        bm25 = self.bm25(query, size, filters, texts=texts)
         middle = time.perf_counter()
-        knn = self.knn(vector, size, filters)
+        knn = self.knn(vector, size, filters, texts=texts)
         ended = time.perf_counter()
         return Recall(bm25, knn, {"bm25": (middle - started) * 1000.0, "knn": (ended - middle) * 1000.0})
 
@@ -238,7 +245,7 @@ class EmbeddedBackend(Backend):
             return np.ones(len(self._documents), dtype=bool)
         return np.fromiter((matches_filters(d.metadata, filters) for d in self._documents), dtype=bool)
 
-    def _top(self, scores: np.ndarray, size: int, keep: np.ndarray) -> list[LegHit]:
+    def _top(self, scores: np.ndarray, size: int, keep: np.ndarray, *, texts: bool) -> list[LegHit]:
         candidates = np.flatnonzero(keep)
         if size <= 0 or candidates.size == 0:
             return []
@@ -247,7 +254,9 @@ class EmbeddedBackend(Backend):
             candidates = candidates[part]
         # Best first; ties by document id, as everywhere else.
         ordered = sorted(candidates.tolist(), key=lambda row: (-scores[row], self._documents[row].id))
-        return [LegHit(self._documents[row], float(scores[row])) for row in ordered]
+        # `texts=False` hits are bare, as on an engine, so no caller comes to rely on texts it did not ask for
+        documents = [self._documents[row] if texts else bare(self._documents[row].id) for row in ordered]
+        return [LegHit(doc, float(scores[row])) for doc, row in zip(documents, ordered, strict=True)]
 
     def _build_bm25(self) -> None:
         self._bm25 = LuceneBM25([terms or [""] for terms in self._terms])

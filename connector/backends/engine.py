@@ -89,9 +89,7 @@ class EngineBackend(Backend, ABC):
         self.chunk_bytes = chunk_bytes
         self.max_document_bytes = max_document_bytes
         self.bulk_retries = bulk_retries
-        self._write_index: str | None = (
-            None  # where bulk writes go; differs from the live one while re-indexing
-        )
+        self._write_index: str | None = None  # where bulk writes go; not the live one while re-indexing
         self._passages: bool | None = None  # whether the live index holds passages (read once)
 
     # --- what each engine supplies --------------------------------------------------------------------------
@@ -132,10 +130,13 @@ class EngineBackend(Backend, ABC):
     ) -> Iterator[dict[str, Any]]: ...
 
     @abstractmethod
-    def _bm25_body(self, query: str, size: int, filters: Filters | None) -> dict[str, Any]: ...
+    def _bm25_body(self, query: str, size: int, filters: Filters | None, texts: bool) -> dict[str, Any]:
+        """The BM25 leg; `texts` False: ids and scores only (no `_source`)."""
 
     @abstractmethod
-    def _knn_body(self, vector: Vector, size: int, filters: Filters | None, passages: bool) -> dict[str, Any]:
+    def _knn_body(
+        self, vector: Vector, size: int, filters: Filters | None, passages: bool, texts: bool
+    ) -> dict[str, Any]:
         """The k-NN leg; `passages`: over the nested passage vectors, with the best passage's offsets."""
 
     def _meta_problem(self, meta: dict[str, Any]) -> str | None:
@@ -333,6 +334,13 @@ class EngineBackend(Backend, ABC):
         docs = self._call(lambda: self._mget(target, list(ids), shared.STORED_FIELDS), "fetch documents")
         return {d["_id"]: shared.document_from_hit(d) for d in docs if d.get("found")}
 
+    def documents(self, ids: Sequence[str]) -> dict[str, Document]:
+        """One `_mget` on the alias: the live index, without looking up which one it points at."""
+        if not ids:
+            return {}
+        docs = self._call(lambda: self._mget(self.alias, list(ids), shared.SOURCE_FIELDS), "fetch documents")
+        return {d["_id"]: shared.document_from_hit(d) for d in docs if d.get("found")}
+
     def content_hashes(self, ids: Sequence[str]) -> dict[str, str]:
         """The stored hashes alone (`_mget` of one small field: no texts, no vectors)."""
         target = self._write_target() if ids else None
@@ -350,10 +358,12 @@ class EngineBackend(Backend, ABC):
         while (hit := self._call(lambda: next(hits, None), "list document ids")) is not None:
             yield str(hit["_id"])
 
-    def recall(self, query: str, vector: Vector, size: int, filters: Filters | None = None) -> Recall:
+    def recall(
+        self, query: str, vector: Vector, size: int, filters: Filters | None = None, *, texts: bool = True
+    ) -> Recall:
         """Both legs in one `_msearch` round trip."""
-        knn = self._knn_body(vector, size, filters, self._live_passages())
-        searches = shared.msearch(self.alias, self._bm25_body(query, size, filters), knn)
+        knn = self._knn_body(vector, size, filters, self._live_passages(), texts)
+        searches = shared.msearch(self.alias, self._bm25_body(query, size, filters, texts), knn)
         legs = self._checked(self._call(lambda: self._msearch(searches), "search"))
         return Recall(
             bm25=shared.parse_leg(legs[0], vector_leg=False),
@@ -374,12 +384,16 @@ class EngineBackend(Backend, ABC):
                 raise BackendUnavailableError(partial)
         return responses
 
-    def bm25(self, query: str, size: int, filters: Filters | None = None) -> list[LegHit]:
-        body = self._bm25_body(query, size, filters)
+    def bm25(
+        self, query: str, size: int, filters: Filters | None = None, *, texts: bool = True
+    ) -> list[LegHit]:
+        body = self._bm25_body(query, size, filters, texts)
         response = self._checked([self._call(lambda: self._search_raw(body), "search")])[0]
         return shared.parse_leg(response, vector_leg=False)
 
-    def knn(self, vector: Vector, size: int, filters: Filters | None = None) -> list[LegHit]:
-        body = self._knn_body(vector, size, filters, self._live_passages())
+    def knn(
+        self, vector: Vector, size: int, filters: Filters | None = None, *, texts: bool = True
+    ) -> list[LegHit]:
+        body = self._knn_body(vector, size, filters, self._live_passages(), texts)
         response = self._checked([self._call(lambda: self._search_raw(body), "search")])[0]
         return shared.parse_leg(response, vector_leg=True)

@@ -127,6 +127,12 @@ def multi_match(query: str, title_field: str, text_field: str, title_boost: floa
     }
 
 
+def hit_source(texts: bool) -> list[str] | bool:
+    """A search body's `_source`: what a hit shows of its document, or nothing (`texts=False`: the id and
+    score alone; the node then neither loads nor sends a stored source, whose vector outweighs the text)."""
+    return SOURCE_FIELDS if texts else False
+
+
 def msearch(index: str, *searches: dict[str, Any]) -> list[dict[str, Any]]:
     """One `_msearch` body running each search on `index`."""
     return [part for search in searches for part in ({"index": index}, search)]
@@ -141,6 +147,7 @@ def cosine_from_score(score: float) -> float:
 
 
 def document_from_hit(hit: Mapping[str, Any]) -> Document:
+    """The document of a hit or `_mget` doc; a `texts=False` hit (no `_source`) gives the id alone."""
     source = hit.get("_source") or {}
     return Document(
         id=str(hit["_id"]),

@@ -146,11 +146,13 @@ class OpenSearchBackend(EngineBackend):
     ) -> Iterator[dict[str, Any]]:
         return bodies.bulk_actions(index, documents, vectors, passages=passages)
 
-    def _bm25_body(self, query: str, size: int, filters: Filters | None) -> dict[str, Any]:
-        return bodies.search_body(bodies.match_query(query, filters, self.title_boost), size)
+    def _bm25_body(self, query: str, size: int, filters: Filters | None, texts: bool) -> dict[str, Any]:
+        return bodies.search_body(bodies.match_query(query, filters, self.title_boost), size, texts)
 
-    def _knn_body(self, vector: Vector, size: int, filters: Filters | None, passages: bool) -> dict[str, Any]:
-        return bodies.search_body(bodies.knn_query(vector, size, filters, passages), size)
+    def _knn_body(
+        self, vector: Vector, size: int, filters: Filters | None, passages: bool, texts: bool
+    ) -> dict[str, Any]:
+        return bodies.search_body(bodies.knn_query(vector, size, filters, passages), size, texts)
 
     # --- server-side hybrid search -------------------------------------------------------------------------
 
@@ -171,14 +173,16 @@ class OpenSearchBackend(EngineBackend):
         fusion: FusionMethod,
         bm25_weight: float,
         rrf_k: int,
+        texts: bool = True,
     ) -> list[HybridHit]:
         """Server-side `hybrid` query fused by a search pipeline, best first, each hit with its legs' raw
         scores: on 3.x from the legs run beside it in one `_msearch`, on 2.x from the pipeline's score
         explanation (`explain`, much slower)."""
         if self.major_version() >= 3:
             _, pipeline = bodies.search_pipeline(fusion, bm25_weight, rrf_k, z_score=True)
+            passages = self._live_passages()
             searches = bodies.hybrid_msearch(
-                query, vector, size, filters, self.alias, pipeline, self.title_boost, self._live_passages()
+                query, vector, size, filters, self.alias, pipeline, self.title_boost, passages, texts
             )
             responses = self._checked(self._call(lambda: self._msearch(searches), "run the hybrid query"))
             return [
@@ -186,7 +190,9 @@ class OpenSearchBackend(EngineBackend):
                 for hit, bm25, cosine in bodies.hybrid_hits(responses)
             ]
         name = self._ensure_pipeline(fusion, bm25_weight, rrf_k)
-        body = bodies.hybrid_body(query, vector, size, filters, self.title_boost, self._live_passages())
+        body = bodies.hybrid_body(
+            query, vector, size, filters, self.title_boost, self._live_passages(), texts
+        )
         response = self._call(
             lambda: self.client.search(
                 index=self.alias, body=body, params={"search_pipeline": name, "explain": "true"}

@@ -23,6 +23,7 @@ from hybrid_rerank.connector.backends.engine_bodies import (
     filter_clauses,
     filter_query,
     filtered,
+    hit_source,
     inner_hits,
     msearch,
     multi_match,
@@ -78,8 +79,8 @@ def knn_query(vector: Vector, size: int, filters: Filters | None, passages: bool
     }
 
 
-def search_body(query: dict[str, Any], size: int) -> dict[str, Any]:
-    return {"size": size, "query": query, "_source": SOURCE_FIELDS}
+def search_body(query: dict[str, Any], size: int, texts: bool = True) -> dict[str, Any]:
+    return {"size": size, "query": query, "_source": hit_source(texts)}
 
 
 def recall_msearch(
@@ -90,12 +91,13 @@ def recall_msearch(
     index: str,
     title_boost: float = 1.0,
     passages: bool = False,
+    texts: bool = True,
 ) -> list[dict[str, Any]]:
     """One `_msearch` body: the BM25 leg, then the k-NN leg, under the same filters."""
     return msearch(
         index,
-        search_body(match_query(query, filters, title_boost), size),
-        search_body(knn_query(vector, size, filters, passages), size),
+        search_body(match_query(query, filters, title_boost), size, texts),
+        search_body(knn_query(vector, size, filters, passages), size, texts),
     )
 
 
@@ -106,10 +108,11 @@ def hybrid_body(
     filters: Filters | None,
     title_boost: float = 1.0,
     passages: bool = False,
+    texts: bool = True,
 ) -> dict[str, Any]:
     """One server-side `hybrid` query (neural-search); it must run through a normalization search pipeline."""
     legs = [match_query(query, filters, title_boost), knn_query(vector, size, filters, passages)]
-    return {"size": size, "_source": SOURCE_FIELDS, "query": {"hybrid": {"queries": legs}}}
+    return {"size": size, "_source": hit_source(texts), "query": {"hybrid": {"queries": legs}}}
 
 
 def search_pipeline(
@@ -143,6 +146,7 @@ def hybrid_msearch(
     pipeline: dict[str, Any],
     title_boost: float = 1.0,
     passages: bool = False,
+    texts: bool = True,
 ) -> list[dict[str, Any]]:
     """Server-side hybrid search on OpenSearch 3.x in one `_msearch`: the `hybrid` query fused by `pipeline`
     (given in the body: `_msearch` takes no pipeline name), its filter said once for both legs and its
@@ -155,7 +159,8 @@ def hybrid_msearch(
     restriction = filter_query(filters)
     if restriction:
         hybrid["filter"] = restriction
-    fused = {"size": size, "_source": SOURCE_FIELDS, "search_pipeline": pipeline, "query": {"hybrid": hybrid}}
+    fused: dict[str, Any] = {"size": size, "_source": hit_source(texts), "search_pipeline": pipeline}
+    fused["query"] = {"hybrid": hybrid}
     bm25_leg = {"size": size, "_source": False, "query": match_query(query, filters, title_boost)}
     knn_leg = {"size": size, "_source": False, "query": knn_query(vector, size, filters, passages)}
     return msearch(index, fused, bm25_leg, knn_leg)

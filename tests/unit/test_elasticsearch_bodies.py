@@ -27,7 +27,7 @@ def test_index_body_is_whitespace_term_fields_and_an_hnsw_cosine_dense_vector() 
                 "analysis": "pre-analysed+whitespace",
                 "tokenizer_version": TOKENIZER_VERSION,
             },
-            "_source": {"excludes": ["text_terms", "title_terms"]},
+            "_source": {"excludes": ["embedding", "passages.embedding", "text_terms", "title_terms"]},
             "properties": {
                 "doc_id": {"type": "keyword"},
                 "content_hash": {"type": "keyword", "index": False, "doc_values": False},

@@ -107,7 +107,16 @@ def test_every_hit_carries_every_stage_score(
     scorer = CrossEncoderScorer(str(tiny_cross_encoder_dir), max_length=64)
     result = make(backend, embedder, InProcessReranker(scorer), rerank_depth=3).search("moon phases", k=5)
     assert result.reranked and result.rerank_note is None
-    assert set(result.timings_ms) == {"embed_query", "recall", "bm25", "knn", "fusion", "rerank", "total"}
+    assert set(result.timings_ms) == {
+        "embed_query",
+        "recall",
+        "bm25",
+        "knn",
+        "fusion",
+        "fetch",
+        "rerank",
+        "total",
+    }
     head, tail = result.hits[:3], result.hits[3:]
     assert all(h.rerank_score is not None for h in head)
     assert [h.rerank_score for h in head] == sorted((h.rerank_score for h in head), reverse=True)  # type: ignore[type-var]

@@ -159,6 +159,7 @@ class ServerFusingBackend(EmbeddedBackend):
         fusion: FusionMethod,
         bm25_weight: float,
         rrf_k: int,
+        texts: bool = True,
     ) -> list[HybridHit]:
         self.calls.append(
             {
@@ -169,10 +170,11 @@ class ServerFusingBackend(EmbeddedBackend):
                 "fusion": fusion,
                 "bm25_weight": bm25_weight,
                 "rrf_k": rrf_k,
+                "texts": texts,
             }
         )
         pool = fuse_recall(
-            self.recall(query, vector, size, filters), FusionOptions(fusion, rrf_k, bm25_weight)
+            self.recall(query, vector, size, filters, texts=texts), FusionOptions(fusion, rrf_k, bm25_weight)
         )
         return [HybridHit(e.document, e.fused_score, e.bm25[1], e.vector[1]) for e in pool]
 
@@ -400,15 +402,17 @@ def test_each_stage_is_timed_in_milliseconds(
         "embed_query": 1000.0,
         "recall": 1000.0,
         "fusion": 1000.0,
+        "fetch": 1000.0,
         "rerank": 1000.0,
-        "total": 9000.0,
+        "total": 11000.0,
     }
     off = make(backend, TableReranker(RERANK)).search("moon", rerank=False)
     assert {k: v for k, v in off.timings_ms.items() if k not in legs} == {
         "embed_query": 1000.0,
         "recall": 1000.0,
         "fusion": 1000.0,
-        "total": 7000.0,
+        "fetch": 1000.0,
+        "total": 9000.0,
     }
 
 
@@ -471,7 +475,7 @@ def test_search_many_reranks_in_one_batch_as_single_searches_would(backend: Embe
     assert [scores(r) for r in results] == [pytest.approx(scores(s)) for s in singles]
     assert all(r.reranked and r.candidates == 6 for r in results)
     assert [q for q, _ in reranker.requests] == ["moon", "sun"]
-    assert set(results[0].timings_ms) == {"embed_query", "recall", "bm25", "knn", "fusion", "total"}
+    assert set(results[0].timings_ms) == {"embed_query", "recall", "bm25", "knn", "fusion", "fetch", "total"}
 
 
 def test_search_many_without_reranking_and_with_a_bad_k(backend: EmbeddedBackend) -> None:
@@ -508,6 +512,7 @@ def test_server_mode_hands_the_fusion_to_the_store_and_ranks_as_client_mode(
             "fusion": fusion,
             "bm25_weight": bm25_weight,
             "rrf_k": rrf_k,
+            "texts": False,  # the legs without texts: only the page's are fetched
         }
     ]
     assert ids(server) == ids(client) and "t4" not in ids(server)
@@ -517,7 +522,7 @@ def test_server_mode_hands_the_fusion_to_the_store_and_ranks_as_client_mode(
         (h.bm25_score, h.vector_score) for h in client.hits
     ]
     assert all(h.bm25_rank is None and h.vector_rank is None for h in server.hits)  # a server has no ranks
-    assert set(server.timings_ms) == {"embed_query", "recall", "total"}
+    assert set(server.timings_ms) == {"embed_query", "recall", "fetch", "total"}
 
 
 def test_the_json_form_holds_every_stage() -> None:

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from hybrid_rerank.connector.backends.base import HybridHit, LegHit, Recall
+from hybrid_rerank.connector.backends.base import HybridHit, LegHit, Recall, bare
 from hybrid_rerank.connector.documents import Document
 from hybrid_rerank.connector.stages import (
     FusionOptions,
@@ -17,6 +17,8 @@ from hybrid_rerank.connector.stages import (
     rerank_head,
     rerank_order,
     rerank_weight,
+    shown_ids,
+    with_documents,
 )
 
 
@@ -95,3 +97,16 @@ def test_the_bm25_pool_is_the_bm25_leg_with_its_raw_scores() -> None:
         ("b", 2.0, 2, (2, 2.0), (None, None)),
     ]
     assert bm25_pool([]) == []
+
+
+def test_texts_are_fetched_for_the_head_and_the_page_alone_each_once() -> None:
+    pool = bm25_pool([LegHit(bare(i), 10.0 - n) for n, i in enumerate("abcdefg")])
+    assert shown_ids(pool, 3, 0, 2) == ["a", "b", "c"]  # the first page lies within the head
+    assert shown_ids(pool, 3, 2, 3) == ["a", "b", "c", "d", "e"]  # a page across the head's end
+    assert shown_ids(pool, 2, 5, 10) == ["a", "b", "f", "g"]  # a page below it; c, d, e never fetched
+    assert shown_ids(pool, 0, 0, 2) == ["a", "b"]  # not reranked: the page alone
+    filled = with_documents(pool, {"b": doc("b"), "f": doc("f")})
+    assert [e.document for e in filled] == [bare("a"), doc("b"), *map(bare, "cde"), doc("f"), bare("g")]
+    assert [(e.fused_score, e.fused_rank, e.bm25) for e in filled] == [
+        (e.fused_score, e.fused_rank, e.bm25) for e in pool
+    ]
