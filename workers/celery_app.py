@@ -13,6 +13,7 @@ from kombu import Exchange, Queue  # type: ignore[attr-defined]
 from hybrid_rerank.workers.embed_protocol import embed_queue_for
 from hybrid_rerank.workers.errors import ConfigurationError
 from hybrid_rerank.workers.protocol import batch_queue_for, queue_for
+from hybrid_rerank.workers.result_backend import backend_url
 from hybrid_rerank.workers.settings import WorkerSettings
 
 PROCESS_START_TIMEOUT_S = 300.0
@@ -52,7 +53,7 @@ def make_app(settings: WorkerSettings, *, fail_fast: bool = False) -> Celery:
         include.append("hybrid_rerank.workers.embedding")
         # Last: a worker serving both takes embedding work only when no rerank task waits.
         queues.append(embed_task_queue(settings.embed_model))
-    app = Celery("hybrid_rerank", broker=url, backend=url, include=include)
+    app = Celery("hybrid_rerank", broker=url, backend=backend_url(url), include=include)
     connect_timeout = 2.0  # loopback or LAN: a broker that does not answer in 2 s is down
     app.conf.update(
         task_serializer="json",

@@ -131,6 +131,11 @@ class WorkerProcess:
             float(s) for s in re.findall(r"model ready: .*? ([\d.]+) s after the worker started", this_run)
         ]
 
+    def task_seconds(self) -> list[float]:
+        """Each task's time in this run as the worker logged it ("succeeded in"), in the order they ended."""
+        this_run = self.log.read_bytes()[self._log_start :].decode("utf-8", "replace")
+        return [float(s) for s in re.findall(r"\] succeeded in ([\d.]+)s", this_run)]
+
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 

@@ -71,7 +71,9 @@ def _load_scorer() -> CrossEncoderScorer:
     scorer.load()
     loaded = time.perf_counter()
     if scorer.load().remote is None:  # a remote API is not ours to warm up (nor to bill for it)
-        scorer.score(WARM_UP_TEXT, [Candidate("warm-up", WARM_UP_TEXT)])
+        # One full batch at the full window: the runtime allocates for the largest shapes it will see.
+        text = " ".join([WARM_UP_TEXT] * (scorer.max_length // 8 + 1))
+        scorer.score(WARM_UP_TEXT, [Candidate(f"warm-up-{i}", text) for i in range(scorer.batch_size)])
     ready = time.perf_counter()
     if settings.rerank_batch_window_ms > 0:
         _runtime["coalescer"] = Coalescer(

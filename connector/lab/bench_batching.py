@@ -6,7 +6,6 @@ searches, a default worker against one that batches, started afresh and alternat
 from __future__ import annotations
 
 import os
-import re
 import threading
 import time
 from dataclasses import dataclass
@@ -22,7 +21,9 @@ from hybrid_rerank.connector.lab.bench_celery import variant_settings
 from hybrid_rerank.connector.lab.demo import demo_data_dir
 from hybrid_rerank.connector.lab.reports import Report, report_table
 from hybrid_rerank.connector.settings import Settings
-from hybrid_rerank.workers.client import Reranker
+from hybrid_rerank.workers.client import CeleryReranker
+
+TASK_TIMEOUT_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class BatchingBenchReport(Report):
                         "searches_per_s": len(latencies) / sum(r["seconds"] for r in runs),
                         "latency_ms": latency_summary(latencies),
                         "requests_per_model_call": float(np.mean(batched)) if batched else 1.0,
+                        "failed": sum(len(r.get("failures", ())) for r in runs),
                     }
                 )
         baseline = {r["concurrency"]: r for r in rows if r["variant"] == next(iter(self.variants))}
@@ -81,7 +83,7 @@ class BatchingBenchReport(Report):
             f"{self.candidates_per_query} candidates per search, {self.model} ({self.machine}, load "
             f"{self.load_average[0]:.1f}-{self.load_average[1]:.1f}); ratios against "
             f"{next(iter(self.variants))}",
-            ("variant", "searches at once", "searches/s", "p50 ms", "p95 ms", "requests per call", "ratio"),
+            ("variant", "at once", "searches/s", "p50 ms", "p95 ms", "requests per call", "failed", "ratio"),
             [
                 [
                     row["variant"],
@@ -90,6 +92,7 @@ class BatchingBenchReport(Report):
                     f"{row['latency_ms']['p50']:.0f}",
                     f"{row['latency_ms']['p95']:.0f}",
                     f"{row['requests_per_model_call']:.2f}",
+                    str(row["failed"]),
                     f"x{row['throughput_ratio']:.2f} /s, x{row['p95_ratio']:.2f} p95",
                 ]
                 for row in self.summary()
@@ -133,7 +136,6 @@ def run_batching_bench(
     of max(concurrencies), one model, `window_ms`), each started afresh per round, alternating which goes
     first; at each concurrency, client threads search for `seconds`."""
     from hybrid_rerank.workers.celery_app import make_app
-    from hybrid_rerank.workers.client import CeleryReranker
     from hybrid_rerank.workers.local import WorkerProcess
     from hybrid_rerank.workers.protocol import max_readable_chars
 
@@ -170,10 +172,7 @@ def run_batching_bench(
             try:
                 remote.rerank(*sets[0])  # the first request of a fresh worker, not measured
                 for concurrency in concurrencies:
-                    mark = worker.log.stat().st_size
-                    latencies, wall = _load(remote, sets, concurrency, seconds)
-                    replies = worker.log.read_bytes()[mark:].decode("utf-8", "replace")
-                    batched = [int(n) for n in re.findall(r"'batched': (\d+)", replies)]
+                    latencies, batched, failures, wall = _load(remote, sets, concurrency, seconds)
                     runs.append(
                         {
                             "variant": name,
@@ -182,6 +181,7 @@ def run_batching_bench(
                             "seconds": wall,
                             "latencies_ms": latencies,
                             "batched": batched,
+                            "failures": failures,
                         }
                     )
             finally:
@@ -200,10 +200,17 @@ def run_batching_bench(
 
 
 def _load(
-    remote: Reranker, sets: list[tuple[str, list[Any]]], concurrency: int, seconds: float
-) -> tuple[list[float], float]:
-    """`concurrency` threads searching in a loop for `seconds`: every latency (ms) and the wall time."""
+    remote: CeleryReranker, sets: list[tuple[str, list[Any]]], concurrency: int, seconds: float
+) -> tuple[list[float], list[int], list[str], float]:
+    """`concurrency` threads searching in a loop for `seconds` (as `rerank` does, one task per search, read
+    raw for the requests that shared its model call): latencies (ms), requests per call, the wall time."""
+    from celery.result import AsyncResult
+
+    from hybrid_rerank.workers.protocol import parse_reply
+
     latencies: list[float] = []
+    batched: list[int] = []
+    failures: list[str] = []
     lock = threading.Lock()
     started = time.perf_counter()
     until = started + seconds
@@ -212,11 +219,24 @@ def _load(
         index = offset
         while time.perf_counter() < until:
             begun = time.perf_counter()
-            outcome = remote.rerank(*sets[index % len(sets)])
+            result = AsyncResult(remote.submit(*sets[index % len(sets)]), app=remote.app)
+            try:
+                reply = result.get(timeout=TASK_TIMEOUT_S)
+            except Exception as exc:  # counted and reported: one lost task does not end the run
+                with lock:
+                    failures.append(f"no reply in {TASK_TIMEOUT_S:.0f} s: {exc!r}")
+                index += concurrency
+                continue
+            outcome = parse_reply(result.state, reply)
+            result.forget()
             if outcome.scores is None:
-                raise ConfigurationError(f"rerank failed during the benchmark: {outcome.reason}")
+                with lock:
+                    failures.append(f"rerank failed: {outcome.reason}")
+                index += concurrency
+                continue
             with lock:
                 latencies.append((time.perf_counter() - begun) * 1000.0)
+                batched.append(int(reply.get("batched", 1)))
             index += concurrency
 
     threads = [threading.Thread(target=client, args=(i,)) for i in range(concurrency)]
@@ -224,7 +244,7 @@ def _load(
         thread.start()
     for thread in threads:
         thread.join()
-    return latencies, time.perf_counter() - started
+    return latencies, batched, failures, time.perf_counter() - started
 
 
 def main(argv: list[str] | None = None) -> None:

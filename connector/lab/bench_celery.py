@@ -43,6 +43,7 @@ class CeleryBenchReport(Report):
     first_request_ms: float = 0.0  # the first request after the worker started (model warmed at load)
     worker_peak_rss_mib: dict[str, float] = field(default_factory=dict)  # by process: "parent", "pool-0"
     worker_ready_s: tuple[float, ...] = ()  # from `celery worker` start to each process's "model ready"
+    worker_task_s: tuple[float, ...] = ()  # each task's time as the worker logged it, the first one first
 
     @property
     def overhead_ms(self) -> dict[str, float]:
@@ -55,6 +56,12 @@ class CeleryBenchReport(Report):
             [c - i for c, i in zip(self.samples_celery_ms, self.samples_in_process_ms, strict=True)]
         )
         return {k: paired[k] for k in STATS}
+
+    def _first_task(self) -> str:
+        tasks = [s * 1000.0 for s in self.worker_task_s]
+        if len(tasks) < 2:
+            return "-"
+        return f"{tasks[0]:.1f} ms (median of the rest {float(np.median(tasks[1:])):.1f})"
 
     @property
     def ratio(self) -> dict[str, float]:
@@ -83,6 +90,7 @@ class CeleryBenchReport(Report):
             "first_request_ms": self.first_request_ms,
             "worker_peak_rss_mib": self.worker_peak_rss_mib,
             "worker_ready_s": list(self.worker_ready_s),
+            "worker_task_s": list(self.worker_task_s),
             "samples_ms": {
                 "in_process": list(self.samples_in_process_ms),
                 "celery": list(self.samples_celery_ms),
@@ -95,7 +103,8 @@ class CeleryBenchReport(Report):
             f"rerank {self.candidates_per_query} candidates x {self.queries} queries: {self.model} "
             f"({self.machine}, load {self.load_average[0]:.1f}-{self.load_average[1]:.1f}; "
             f"{settings_line(self.settings)}"
-            f"; first request {self.first_request_ms:.1f} ms; worker peak RSS "
+            f"; first request {self.first_request_ms:.1f} ms, on the worker {self._first_task()}; "
+            "worker peak RSS "
             f"{', '.join(f'{k} {v:.0f} MiB' for k, v in self.worker_peak_rss_mib.items())}; ready after "
             f"{', '.join(f'{s:.1f}' for s in self.worker_ready_s)} s)",
             ("path", "p50 ms", "p95 ms", "mean ms"),
@@ -194,6 +203,7 @@ def run_celery_bench(
                 progress(index + 1, len(sets))
         peaks = worker.peak_rss_mib() if worker is not None else {}
         ready = tuple(worker.ready_after_s()) if worker is not None else ()
+        tasks = tuple(worker.task_seconds()) if worker is not None else ()
     finally:
         if worker is not None:
             worker.stop()
@@ -218,6 +228,7 @@ def run_celery_bench(
         first_request_ms=first_ms,
         worker_peak_rss_mib={names[pid]: mib for pid, mib in peaks.items()},
         worker_ready_s=ready,
+        worker_task_s=tasks,
     )
 
 
