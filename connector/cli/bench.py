@@ -126,6 +126,7 @@ def bench_peer(
     require_lab()
     from hybrid_rerank.connector.lab.bench_peer import PeerPlan, parse_engines, run_peer_bench
     from hybrid_rerank.connector.lab.bench_rerank import torch_model_for_bench
+    from hybrid_rerank.connector.lab.reports import Report as BenchReport
     from hybrid_rerank.connector.lab.reports import write_report
 
     try:
@@ -139,7 +140,21 @@ def bench_peer(
     plan = PeerPlan(
         max_lengths=lengths, rounds=rounds, batch_size=peer_batch_size, port=port, work_dir=peer_dir
     )
-    report = run_peer_bench(settings, dataset, chosen, engines, plan, n_queries=queries, depth=depth, log=say)
+
+    def write_rounds_so_far(partial: BenchReport) -> None:  # a run cut short still leaves its rounds
+        write_report(partial, out_dir, "bench-peer", err, as_json=False)
+
+    report = run_peer_bench(
+        settings,
+        dataset,
+        chosen,
+        engines,
+        plan,
+        n_queries=queries,
+        depth=depth,
+        log=say,
+        on_round=write_rounds_so_far,
+    )
     write_report(report, out_dir, "bench-peer", out, as_json)
 
 

@@ -259,6 +259,37 @@ def score_agreement(
     return float(np.abs(flat - ref).max()) if flat.size else 0.0, correlation
 
 
+def engine_results(
+    engines: Sequence[Engine],
+    max_lengths: Sequence[int],
+    measured: dict[tuple[str, int], list[dict[str, Any]]],
+    rounds_done: int,
+) -> list[EngineResult]:
+    """Each engine at each window over the first `rounds_done` rounds (all engines have run them)."""
+    results: list[EngineResult] = []
+    for length in max_lengths:
+        runs = {e.name: measured[e.name, length][:rounds_done] for e in engines}
+        samples = {name: [m["pairs_per_s"] for m in done] for name, done in runs.items()}
+        ratios = round_ratios(samples, engines[0].name)
+        reference = runs[engines[0].name][0]["scores"]
+        for engine in engines:
+            first = runs[engine.name][0]
+            diff, correlation = score_agreement(first["scores"], reference)
+            results.append(
+                EngineResult(
+                    engine=engine,
+                    max_length=length,
+                    description=first["description"],
+                    pairs_per_s=samples[engine.name],
+                    ratios=ratios[engine.name],
+                    peak_rss_mib=max(m["peak_rss_mib"] for m in runs[engine.name]),
+                    max_score_diff=diff,
+                    score_correlation=correlation,
+                )
+            )
+    return results
+
+
 @dataclass(frozen=True)
 class PeerPlan:
     max_lengths: list[int]
@@ -279,15 +310,38 @@ def run_peer_bench(
     n_queries: int | None,
     depth: int,
     log: Callable[[str], None] = print,
+    on_round: Callable[[PeerBenchReport], None] | None = None,
 ) -> PeerBenchReport:
     """`model`: a cross-encoder folder with torch weights (the baseline and Infinity's torch engine read
-    them)."""
+    them). `on_round` receives the report of the rounds done so far after each round."""
     python = peer_python(plan.work_dir, log)
     folders = peer_folders(python, Path(model), plan.work_dir, plan.max_lengths, log)
     workload = build_workload(settings, dataset, n_queries, depth, None)
     windows = {length: cut_workload(workload, model, length) for length in plan.max_lengths}
     load_start = list(os.getloadavg())
     measured: dict[tuple[str, int], list[dict[str, Any]]] = {}
+
+    def report(rounds_done: int) -> PeerBenchReport:
+        return PeerBenchReport(
+            machine=machine(),
+            settings={
+                "rerank_threads": settings.rerank_threads,
+                "rerank_batch_size": settings.rerank_batch_size,
+                "rerank_token_budget": settings.rerank_token_budget,
+                "infinity_batch_size": plan.batch_size,
+                "max_lengths": plan.max_lengths,
+                "documents": "cut to the window beforehand, at a word boundary, for every engine",
+            },
+            model=model,
+            dataset=str(dataset),
+            queries=len(workload.queries),
+            candidates_per_query=depth,
+            pairs=workload.pairs,
+            rounds=rounds_done,
+            results=tuple(engine_results(engines, plan.max_lengths, measured, rounds_done)),
+            load_average={"start": load_start, "end": list(os.getloadavg())},
+        )
+
     for round_index in range(plan.rounds):
         for length in plan.max_lengths:
             cut = windows[length]
@@ -311,42 +365,6 @@ def run_peer_bench(
                 result["pairs_per_s"] = cut.pairs / (sum(result["latency_ms"]) / 1000.0)
                 log(f"  {result['pairs_per_s']:.1f} pairs/s (load average {os.getloadavg()[0]:.1f})")
                 measured.setdefault((engine.name, length), []).append(result)
-    results: list[EngineResult] = []
-    for length in plan.max_lengths:
-        samples = {e.name: [m["pairs_per_s"] for m in measured[e.name, length]] for e in engines}
-        ratios = round_ratios(samples, engines[0].name)
-        reference = measured[engines[0].name, length][0]["scores"]
-        for engine in engines:
-            first = measured[engine.name, length][0]
-            diff, correlation = score_agreement(first["scores"], reference)
-            results.append(
-                EngineResult(
-                    engine=engine,
-                    max_length=length,
-                    description=first["description"],
-                    pairs_per_s=samples[engine.name],
-                    ratios=ratios[engine.name],
-                    peak_rss_mib=max(m["peak_rss_mib"] for m in measured[engine.name, length]),
-                    max_score_diff=diff,
-                    score_correlation=correlation,
-                )
-            )
-    return PeerBenchReport(
-        machine=machine(),
-        settings={
-            "rerank_threads": settings.rerank_threads,
-            "rerank_batch_size": settings.rerank_batch_size,
-            "rerank_token_budget": settings.rerank_token_budget,
-            "infinity_batch_size": plan.batch_size,
-            "max_lengths": plan.max_lengths,
-            "documents": "cut to the window beforehand, at a word boundary, for every engine",
-        },
-        model=model,
-        dataset=str(dataset),
-        queries=len(workload.queries),
-        candidates_per_query=depth,
-        pairs=workload.pairs,
-        rounds=plan.rounds,
-        results=tuple(results),
-        load_average={"start": load_start, "end": list(os.getloadavg())},
-    )
+        if on_round is not None:
+            on_round(report(round_index + 1))
+    return report(plan.rounds)

@@ -16,6 +16,7 @@ from hybrid_rerank.connector.lab.bench_peer import (
     Engine,
     EngineResult,
     PeerBenchReport,
+    engine_results,
     margin,
     parse_engines,
     round_order,
@@ -159,3 +160,21 @@ def test_the_setup_script_says_so_when_the_package_index_is_unreachable(tmp_path
     assert done.returncode == 1
     assert "package index" in done.stderr and "unreachable" in done.stderr
     assert not (tmp_path / "peer" / "venv").exists()  # nothing half-made to trip the next run
+
+
+def test_a_report_after_some_rounds_counts_only_the_rounds_every_engine_finished() -> None:
+    base, ours, peer = parse_engines("onnx-int8", "optimum")
+
+    def run(pairs_per_s: float, scores: list[list[float]]) -> dict[str, object]:
+        return {"pairs_per_s": pairs_per_s, "scores": scores, "description": "d", "peak_rss_mib": 1.0}
+
+    scores = [[0.5, 1.5]]
+    measured = {
+        (base.name, 128): [run(10.0, scores), run(20.0, scores)],
+        (ours.name, 128): [run(50.0, scores), run(60.0, scores)],
+        (peer.name, 128): [run(30.0, [[0.5, 1.0]]), run(20.0, scores), run(99.0, scores)],  # a round ahead
+    }
+    results = engine_results([base, ours, peer], [128], measured, rounds_done=2)
+    assert [r.ratios for r in results] == [[1.0, 1.0], [5.0, 3.0], [3.0, 1.0]]
+    assert results[2].pairs_per_s == [30.0, 20.0]
+    assert results[2].max_score_diff == pytest.approx(0.5)  # the first round's scores against the baseline's
