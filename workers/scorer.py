@@ -21,13 +21,13 @@ from typing import Any
 from hybrid_rerank.workers.errors import ModelLoadError, describe_exception
 from hybrid_rerank.workers.protocol import Candidate, max_readable_chars
 from hybrid_rerank.workers.runtime.batching import PairRunner, encoded_rows, run_batched
+from hybrid_rerank.workers.runtime.cross_encoder import load_cross_encoder, local_kind
 from hybrid_rerank.workers.runtime.kinds import (
     SCORER_KINDS,
     LocalKind,
     ScorerKind,
     check_tokenizer,
     read_config,
-    resolve_kind,
 )
 from hybrid_rerank.workers.runtime.llm import PromptEncoder, PromptName, prompt_format
 from hybrid_rerank.workers.runtime.models import (
@@ -36,10 +36,9 @@ from hybrid_rerank.workers.runtime.models import (
     load_tokenizer,
     model_folder,
     model_window,
-    quiet_transformers,
     resolve_model,
 )
-from hybrid_rerank.workers.runtime.pair_tokens import PairEncoder, TextTokens, pair_encoder_from_transformers
+from hybrid_rerank.workers.runtime.pair_tokens import PairEncoder, TextTokens
 from hybrid_rerank.workers.runtime.passages import PASSAGE_OVERLAP as PASSAGE_OVERLAP  # tests read it here
 from hybrid_rerank.workers.runtime.passages import (
     passage_budget,
@@ -47,9 +46,10 @@ from hybrid_rerank.workers.runtime.passages import (
     window_texts,
     window_tokens,
 )
-from hybrid_rerank.workers.runtime.runners import RUNNER_KINDS, TORCH_KINDS, RunnerKind, make_runner
+from hybrid_rerank.workers.runtime.runners import RUNNER_KINDS, TORCH_KINDS, RunnerKind
 
 REMOTE_MODULE = "hybrid_rerank.workers.runtime.remote"
+WARM_UP_ROWS = 16  # pairs in the warm-up batch at load (at most the batch size)
 log = logging.getLogger("hybrid_rerank.workers")
 
 
@@ -183,7 +183,7 @@ class CrossEncoderScorer:
             if self.kind == "remote":
                 self._model = self._load_remote()
             else:
-                self._model = self._load_local()
+                self._model = self._warm_up(self._load_local())
             log.info(
                 "rerank model %s: kind %s, %s, %s threads",
                 self.model_name,
@@ -193,11 +193,17 @@ class CrossEncoderScorer:
             )
         return self._model
 
+    def _warm_up(self, model: LoadedModel) -> LoadedModel:
+        """One full batch at load, as wide as a request's widest, so the first request runs as fast as the
+        tenth (onnxruntime and torch allocate their buffers and prepare kernels on a first run)."""
+        rows = min(self.batch_size, WARM_UP_ROWS)
+        self.score_pairs(["warm up"] * rows, [" ".join(["warm"] * self.max_length)] * rows, model)
+        return model
+
     def _load_local(self) -> LoadedModel:
         try:
-            quiet_transformers()
             folder = model_folder(self.source)
-            kind = resolve_kind(folder, self.kind, trust_remote_code=self.trust_remote_code)
+            kind = local_kind(folder, self.kind, trust_remote_code=self.trust_remote_code)
             if kind == "llm" and self.backend not in TORCH_KINDS:
                 raise ModelLoadError(
                     f"RERANK_BACKEND={self.backend} is for cross-encoders; an LLM reranker runs in torch: "
@@ -209,7 +215,7 @@ class CrossEncoderScorer:
             if kind == "llm":
                 return self._load_llm(folder)
             check_tokenizer(folder)  # before the weights, which take longer to load
-            runner = make_runner(
+            tokenizer, runner, pairs = load_cross_encoder(
                 folder,
                 self.backend,
                 cache_dir=self.cache_dir,
@@ -217,8 +223,6 @@ class CrossEncoderScorer:
                 threads=self.threads,
                 trust_remote_code=self.trust_remote_code,
             )
-            tokenizer = load_tokenizer(folder, trust_remote_code=self.trust_remote_code)
-            pairs = pair_encoder_from_transformers(tokenizer)
             return LoadedModel(tokenizer, runner, folder, interpolation_weight(folder), pairs=pairs)
         except ModelLoadError as exc:  # already says what to change
             raise type(exc)(

@@ -29,7 +29,12 @@ from hybrid_rerank.workers.runtime.device import (
     torch_device,
     torch_precision,
 )
-from hybrid_rerank.workers.runtime.models import TORCH_WEIGHTS, bundled_onnx, has_torch_weights
+from hybrid_rerank.workers.runtime.models import (
+    TORCH_WEIGHTS,
+    bundled_onnx,
+    has_torch_weights,
+    quiet_transformers,
+)
 from hybrid_rerank.workers.runtime.onnx_export import cached_onnx
 
 RunnerKind = Literal["auto", "torch", "torch-bf16", "onnx", "onnx-int8"]
@@ -64,6 +69,7 @@ def load_torch_model(
     """`loader.from_pretrained(folder)` in eval mode on `device`, torch limited to `threads` threads."""
     import torch
 
+    quiet_transformers()
     if threads:
         torch.set_num_threads(threads)
     model: Any = loader.from_pretrained(str(folder), trust_remote_code=trust_remote_code, **options)
@@ -96,8 +102,10 @@ class TorchRunner:
         self.precision = precision
         mode = "fp32" if precision == "fp32" else f"{precision} autocast"
         self.description = f"torch {mode} on {self.device}"
+        self.runs = 0  # model calls so far (the scorer's warm-up at load is the first)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        self.runs += 1
         torch = self._torch
         inputs = {k: torch.from_numpy(v).to(self.device) for k, v in batch.items() if k in self.accepted}
         device_type = "cuda" if self.device.startswith("cuda") else "cpu"
@@ -125,8 +133,10 @@ class OnnxRunner:
         self.output = output
         self.provider = self.session.get_providers()[0]
         self.description = f"onnxruntime {path.name} on {self.provider}"
+        self.runs = 0  # model calls so far (the scorer's warm-up at load is the first)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        self.runs += 1
         feed = {name: value for name, value in batch.items() if name in self.inputs}
         return np.asarray(self.session.run([self.output], feed)[0])
 
