@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -111,3 +112,13 @@ class DomainGuard:
             f"query outside the reranker's training domain (cosine {similarity:.3f} to its centroid, below "
             f"{self.threshold:.3f}): rerank weight {default} instead of {self.in_domain_weight}",
         )
+
+
+def load_domain_guard(folder: str | Path | None) -> DomainGuard | None:
+    """The guard a rerank model's folder records (hybrid_rerank.json), when the folder is here (local, or
+    the shipped model, or a cached hub model); None otherwise: every query then gets the safe weight."""
+    if folder is None:
+        return None
+    from hybrid_rerank.workers.runtime.models import read_rerank_metadata
+
+    return DomainGuard.from_metadata(read_rerank_metadata(folder))

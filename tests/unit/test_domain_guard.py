@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from hybrid_rerank.connector.domain import FINGERPRINT_KEY, DomainGuard, fingerprint
+from hybrid_rerank.connector.domain import FINGERPRINT_KEY, DomainGuard, fingerprint, load_domain_guard
 
 EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -70,3 +71,13 @@ def test_what_the_guard_cannot_judge_gets_the_safe_default() -> None:
         assert DomainGuard.from_metadata(broken) is None
     record = fingerprint(training_vectors(), EMBEDDER, 0.4) | {"in_domain_weight": 1.5}
     assert DomainGuard.from_metadata({FINGERPRINT_KEY: record}) is None
+
+
+def test_the_guard_is_read_from_the_model_folder(tmp_path: Path) -> None:
+    record = fingerprint(training_vectors(), EMBEDDER, 0.4)
+    (tmp_path / "hybrid_rerank.json").write_text(
+        json.dumps({"interpolation_weight": 0.05, FINGERPRINT_KEY: record})
+    )
+    loaded = load_domain_guard(tmp_path)
+    assert loaded is not None and loaded.decide(0.05, at(12.0), EMBEDDER).weight == 0.4
+    assert load_domain_guard(tmp_path / "absent") is None and load_domain_guard(None) is None
