@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
+import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
 
     from hybrid_rerank.workers.scorer import CrossEncoderScorer
 
+log = logging.getLogger("hybrid_rerank.workers")
 RerankProgress = Callable[[int, int], None]  # (queries done, total)
 GET_OVERRUN_S = 1.0
 POLL_FIRST_S = 0.002
@@ -195,6 +198,7 @@ class CeleryReranker(Reranker):
         self.deadline_s = deadline_ms / 1000.0
         self.max_chars = max_chars
         self.task_candidates = task_candidates
+        self._forgetter = _Forgetter(app)
         self.description = f"Celery workers on queue {self.queue} ({model}), deadline {deadline_ms} ms"
 
     # --- async form ------------------------------------------------------------------------------------
@@ -248,7 +252,7 @@ class CeleryReranker(Reranker):
                 pause = min(pause * 1.5, POLL_MAX_S)
             reply = result.get(timeout=1.0, propagate=False)
             state = result.state
-            result.forget()  # read once: drop it from Redis now instead of at expiry
+            self._forgetter.forget(task_id)  # read once: dropped from Redis now, not at expiry
         except CeleryTimeout:
             return None
         except Exception as exc:  # the result backend (Redis) is down
@@ -354,3 +358,31 @@ class CeleryReranker(Reranker):
                 return outcome
             parts.append(outcome)
         return merge_outcomes(parts, chunks)
+
+
+class _Forgetter:
+    """Deletes results already read from Redis on a thread of its own, so a search does not wait one more
+    round trip for it (the pub/sub subscription ends when `get` returns). A delete that fails is logged; the
+    key expires anyway (RERANK_RESULT_TTL_S)."""
+
+    def __init__(self, app: Celery) -> None:
+        self.app = app
+        self._ids: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._started = False
+        self._lock = threading.Lock()
+
+    def forget(self, task_id: str) -> None:
+        with self._lock:
+            if not self._started:
+                threading.Thread(target=self._run, name="rerank-result-forget", daemon=True).start()
+                self._started = True
+        self._ids.put(task_id)
+
+    def _run(self) -> None:
+        while True:
+            task_id = self._ids.get()
+            try:
+                backend = self.app.backend
+                backend.delete(backend.get_key_for_task(task_id))
+            except Exception as exc:
+                log.warning("could not delete the read rerank result %s: %s", task_id, exc)
