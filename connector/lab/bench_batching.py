@@ -152,10 +152,15 @@ def run_batching_bench(
     )
     cores = os.cpu_count() or 1
     variants: dict[str, dict[str, Any]] = {
-        f"default (prefork -c {cores})": {"RERANK_BATCH_WINDOW_MS": "0", "concurrency": cores},
+        f"default (prefork -c {cores})": {
+            "rerank_batch_window_ms": 0.0,
+            "pool": "prefork",
+            "processes": cores,
+        },
         f"batching ({window_ms:g} ms, threads -c {max(concurrencies)})": {
-            "RERANK_BATCH_WINDOW_MS": f"{window_ms:g}",
-            "concurrency": max(concurrencies),
+            "rerank_batch_window_ms": window_ms,
+            "pool": "threads",
+            "threads": max(concurrencies),
         },
     }
     base_env = {**os.environ, "REDIS_URL": settings.redis_url.get_secret_value(), "RERANK_CACHE_TTL_S": "0"}
@@ -164,10 +169,10 @@ def run_batching_bench(
     for round_index in range(rounds):
         names = list(variants) if round_index % 2 == 0 else list(reversed(variants))
         for name in names:
-            env = {**base_env, "RERANK_BATCH_WINDOW_MS": str(variants[name]["RERANK_BATCH_WINDOW_MS"])}
-            worker = WorkerProcess(
-                f"batching-bench-{round_index}", env, out_dir, variants[name]["concurrency"]
-            )
+            variant = variants[name]
+            env = {**base_env, "RERANK_BATCH_WINDOW_MS": f"{variant['rerank_batch_window_ms']:g}"}
+            size = int(variant.get("processes") or variant["threads"])
+            worker = WorkerProcess(f"batching-bench-{round_index}", env, out_dir, size)
             worker.start(app, timeout_s=300.0)
             try:
                 remote.rerank(*sets[0])  # the first request of a fresh worker, not measured
