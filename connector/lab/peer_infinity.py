@@ -106,7 +106,7 @@ def int8_onnx_folder(python: Path, source: Path, target: Path, log: Callable[[st
         return target
     bin_dir = python.parent
     staging = Path(tempfile.mkdtemp(prefix="onnx-", dir=target.parent))
-    env = peer_env(staging / ".hf-home")
+    env = peer_env(staging.resolve() / ".hf-home")
     log(
         f"peer: exporting {source} to ONNX with optimum-cli, then quantizing it "
         "(int8, avx512_vnni, per channel)"
@@ -196,7 +196,7 @@ def run_peer(
         try:
             done = subprocess.run(
                 [str(python), str(DRIVER), str(job_path), str(result_path)],
-                env=peer_env(folder / ".hf-home"),
+                env=peer_env(folder.resolve() / ".hf-home"),  # absolute: the driver changes directory
                 capture_output=True,
                 text=True,
                 timeout=timeout_s,
