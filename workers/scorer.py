@@ -21,7 +21,11 @@ from typing import Any
 from hybrid_rerank.workers.errors import ModelLoadError, describe_exception
 from hybrid_rerank.workers.protocol import Candidate, max_readable_chars
 from hybrid_rerank.workers.runtime.batching import PairRunner, encoded_rows, run_batched
-from hybrid_rerank.workers.runtime.cross_encoder import load_cross_encoder, local_kind
+from hybrid_rerank.workers.runtime.cross_encoder import (
+    cut_interpolation_weight,
+    load_cross_encoder,
+    local_kind,
+)
 from hybrid_rerank.workers.runtime.kinds import (
     SCORER_KINDS,
     LocalKind,
@@ -222,8 +226,10 @@ class CrossEncoderScorer:
                 device=self.device,
                 threads=self.threads,
                 trust_remote_code=self.trust_remote_code,
+                cutoff_layer=self.cutoff_layer,
             )
-            return LoadedModel(tokenizer, runner, folder, interpolation_weight(folder), pairs=pairs)
+            weight = cut_interpolation_weight(folder, self.cutoff_layer)
+            return LoadedModel(tokenizer, runner, folder, weight, pairs=pairs)
         except ModelLoadError as exc:  # already says what to change
             raise type(exc)(
                 f"could not load rerank model {self.model_name!r} from {self.source.origin}: {exc}"

@@ -95,6 +95,31 @@ def interpolation_weight(folder: str | Path) -> float | None:
     return None
 
 
+def layerwise_metadata(folder: str | Path) -> dict[str, Any] | None:
+    """hybrid_rerank.json's "layerwise" entry ({"layers": [...], "interpolation_weights": {"k": w}}) of a
+    model trained with the layerwise objective, or None."""
+    entry = read_rerank_metadata(folder).get("layerwise")
+    return entry if isinstance(entry, dict) else None
+
+
+def layer_interpolation_weight(folder: str | Path, layer: int) -> float | None:
+    """The rerank weight tuned for the model cut to its first `layer` layers, or None."""
+    weights = (layerwise_metadata(folder) or {}).get("interpolation_weights")
+    weight = weights.get(str(layer)) if isinstance(weights, dict) else None
+    if isinstance(weight, int | float) and not isinstance(weight, bool) and 0.0 <= float(weight) <= 1.0:
+        return float(weight)
+    return None
+
+
+def layer_onnx(folder: Path, layer: int) -> Path | None:
+    """A shipped ONNX file of the model cut to its first `layer` layers (model_int8.L4.onnx, int8 first)."""
+    for name in (ONNX_INT8, ONNX_FP32):
+        path = folder / name.replace(".onnx", f".L{layer}.onnx")
+        if path.is_file():
+            return path
+    return None
+
+
 def has_torch_weights(folder: Path) -> bool:
     return any((folder / name).is_file() for name in TORCH_WEIGHTS)
 

@@ -11,6 +11,7 @@ import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -274,9 +275,12 @@ def export_folder(
     trust_remote_code: bool = False,
     per_channel: bool = True,
     attention: str = DEFAULT_ATTENTION,
+    cutoff_layers: Sequence[int] = (),
 ) -> Path:
     """A self-contained ONNX model folder (no torch weights) that `make_runner` runs with onnxruntime; its
-    onnx_export.json says how the file was made. This is what `hybrid-rerank export-reranker` writes."""
+    onnx_export.json says how the file was made. This is what `hybrid-rerank export-reranker` writes.
+    `cutoff_layers`: also a file of the model cut to each of those first-N layers (model_int8.L4.onnx),
+    which RERANK_CUTOFF_LAYER then runs (a folder without torch weights has nothing else to cut)."""
     target.mkdir(parents=True, exist_ok=True)
     recipe = ExportRecipe("classifier", attention, OPSET, int8, per_channel, layers)
     with tempfile.TemporaryDirectory() as work:
@@ -289,15 +293,27 @@ def export_folder(
             model, Path(work) / ONNX_FP32, trust_remote_code=trust_remote_code, attention=attention
         )
         produced = quantize_int8(fp32, Path(work) / ONNX_INT8, per_channel=per_channel) if int8 else fp32
-        for stale in (ONNX_FP32, ONNX_INT8):
-            (target / stale).unlink(missing_ok=True)
+        for stale in [target / ONNX_FP32, target / ONNX_INT8, *target.glob("model*.L*.onnx")]:
+            stale.unlink(missing_ok=True)
         shutil.move(str(produced), target / produced.name)
+        for layer in cutoff_layers:
+            cut = export_onnx(
+                model,
+                Path(work) / f"L{layer}.onnx",
+                trust_remote_code=trust_remote_code,
+                attention=attention,
+                cutoff_layer=layer,
+            )
+            if int8:
+                cut = quantize_int8(cut, Path(work) / f"L{layer}-int8.onnx", per_channel=per_channel)
+            shutil.move(str(cut), target / produced.name.replace(".onnx", f".L{layer}.onnx"))
         for name in COMPANION_FILES:
             if (model / name).is_file():
                 shutil.copy2(model / name, target / name)
             elif (source / name).is_file():
                 shutil.copy2(source / name, target / name)
         record = recipe.to_json() | save_backend_tokenizer(model, target, trust_remote_code=trust_remote_code)
+        record["cutoff_layer_files"] = list(cutoff_layers)
         (target / RECIPE_FILE).write_text(json.dumps(record, indent=1), encoding="utf-8")
     return target / (ONNX_INT8 if int8 else ONNX_FP32)
 

@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from hybrid_rerank.workers.errors import ModelLoadError
 from hybrid_rerank.workers.runtime.batching import PairRunner
 from hybrid_rerank.workers.runtime.device import (
     Precision,
@@ -33,9 +34,10 @@ from hybrid_rerank.workers.runtime.models import (
     TORCH_WEIGHTS,
     bundled_onnx,
     has_torch_weights,
+    layer_onnx,
     quiet_transformers,
 )
-from hybrid_rerank.workers.runtime.onnx_export import cached_onnx
+from hybrid_rerank.workers.runtime.onnx_export import cached_onnx, keep_first_layers
 
 RunnerKind = Literal["auto", "torch", "torch-bf16", "onnx", "onnx-int8"]
 RUNNER_KINDS: tuple[str, ...] = ("auto", "torch", "torch-bf16", "onnx", "onnx-int8")
@@ -85,6 +87,7 @@ class TorchRunner:
         device: str | None,
         threads: int | None,
         trust_remote_code: bool = False,
+        cutoff_layer: int | None = None,
     ) -> None:
         import torch
         from transformers import AutoModelForSequenceClassification
@@ -98,10 +101,13 @@ class TorchRunner:
             threads=threads,
             trust_remote_code=trust_remote_code,
         )
+        if cutoff_layer is not None:
+            keep_first_layers(self.model, cutoff_layer)
         self.accepted = set(inspect.signature(self.model.forward).parameters)
         self.precision = precision
         mode = "fp32" if precision == "fp32" else f"{precision} autocast"
-        self.description = f"torch {mode} on {self.device}"
+        layers = f", first {cutoff_layer} layers" if cutoff_layer is not None else ""
+        self.description = f"torch {mode} on {self.device}{layers}"
         self.runs = 0  # model calls so far (the scorer's warm-up at load is the first)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> np.ndarray:
@@ -149,13 +155,21 @@ def make_runner(
     device: str | None = None,
     threads: int | None = None,
     trust_remote_code: bool = False,
+    cutoff_layer: int | None = None,
 ) -> PairRunner:
     """The runner for `kind`; `auto` runs a shipped ONNX file when the folder has no torch weights, else
-    torch (fp32 on CPU)."""
+    torch (fp32 on CPU). `cutoff_layer` keeps the first N layers: torch cuts the loaded model, an export
+    is made of the cut model, and a folder without torch weights needs a shipped per-layer file."""
     if kind not in RUNNER_KINDS:
         raise ValueError(f"unknown rerank backend {kind!r}: use one of {', '.join(RUNNER_KINDS)}")
-    shipped = bundled_onnx(folder)
+    shipped = bundled_onnx(folder) if cutoff_layer is None else layer_onnx(folder, cutoff_layer)
     if not has_torch_weights(folder):
+        if shipped is None and cutoff_layer is not None and bundled_onnx(folder) is not None:
+            raise ModelLoadError(
+                f"RERANK_CUTOFF_LAYER={cutoff_layer}: {folder} ships ONNX of all its layers and no torch "
+                f"weights to cut; add model_int8.L{cutoff_layer}.onnx (`export_folder(..., cutoff_layers="
+                f"[{cutoff_layer}])`), point RERANK_MODEL at the torch model, or unset RERANK_CUTOFF_LAYER"
+            )
         if shipped is None:
             raise FileNotFoundError(
                 f"{folder} has neither torch weights ({', '.join(TORCH_WEIGHTS)}) nor an ONNX file"
@@ -164,9 +178,20 @@ def make_runner(
             raise ValueError(f"{folder} ships only {shipped.name}: use RERANK_BACKEND=auto or onnx")
         return OnnxRunner(shipped, threads=threads, device=device)
     if kind in ("onnx", "onnx-int8"):
-        path = cached_onnx(folder, kind == "onnx-int8", cache_dir, trust_remote_code=trust_remote_code)
+        path = cached_onnx(
+            folder,
+            kind == "onnx-int8",
+            cache_dir,
+            trust_remote_code=trust_remote_code,
+            cutoff_layer=cutoff_layer,
+        )
         return OnnxRunner(path, threads=threads, device=device)
     chosen, precision = torch_placement(kind, device, llm=False)
     return TorchRunner(
-        folder, precision=precision, device=chosen, threads=threads, trust_remote_code=trust_remote_code
+        folder,
+        precision=precision,
+        device=chosen,
+        threads=threads,
+        trust_remote_code=trust_remote_code,
+        cutoff_layer=cutoff_layer,
     )
