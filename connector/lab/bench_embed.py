@@ -3,6 +3,9 @@ batch 32) against our embedder in each backend, on the same documents, each in a
 
 Quality: the cosine between each variant's vector and the baseline's for the same document, and with `--full`
 the dense leg's nDCG@10 on the test split (the whole corpus embedded by each variant).
+
+With `queries`, also one query's embedding time, today's path against the one-query runners
+(`bench_query_embed`).
 """
 
 from __future__ import annotations
@@ -17,6 +20,13 @@ import numpy as np
 from rich.table import Table
 
 from hybrid_rerank.connector.lab.bench import in_fresh_process, machine, peak_rss_mib
+from hybrid_rerank.connector.lab.bench_query_embed import (
+    QUERY_VARIANTS,
+    QueryReport,
+    cycled,
+    query_report,
+    time_queries,
+)
 from hybrid_rerank.connector.lab.evaluation import evaluate_run, load_beir
 from hybrid_rerank.connector.lab.reports import Report, report_table
 from hybrid_rerank.connector.settings import Settings
@@ -51,7 +61,7 @@ def embed_once(backend: str, settings: Settings, texts: Sequence[str]) -> dict[s
             batch_size=settings.embedding_batch_size,
             backend=backend,  # type: ignore[arg-type]
             token_budget=settings.embedding_token_budget,
-            cache_dir=settings.data_dir / "onnx-cache",
+            cache_dir=settings.embedding_onnx_cache,
         )
         embedder.embed_texts(list(texts[:8]))
 
@@ -102,6 +112,7 @@ class EmbedBenchReport(Report):
     documents: int
     mean_chars: float
     results: tuple[EmbedRow, ...]
+    query: QueryReport | None = None  # with `queries` only
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -112,9 +123,40 @@ class EmbedBenchReport(Report):
             "documents": self.documents,
             "mean_chars": self.mean_chars,
             "results": [row.to_json() for row in self.results],
+            "query_embedding": self.query.to_json() if self.query is not None else None,
         }
 
     def table(self) -> Table:
+        documents = self.documents_table()
+        if self.query is None:
+            return documents
+        both = Table.grid(padding=(1, 0))
+        both.add_row(documents)
+        both.add_row(self.query_table(self.query))
+        return both
+
+    def query_table(self, query: QueryReport) -> Table:
+        load = ", ".join(f"{x:.2f}" for x in query.load_average)
+        return report_table(
+            f"one query's embedding, {query.queries} queries, {self.machine}, load average {load}",
+            ("variant", "runs", "p50 ms", "p95 ms", "p50 vs baseline", "cosine to baseline", "dense nDCG@10"),
+            [
+                [
+                    row.name,
+                    row.runs,
+                    f"{row.p50_ms:.2f}",
+                    f"{row.p95_ms:.2f}",
+                    f"x{row.ratio_p50:.3f}",
+                    f"mean {row.cosine_to_baseline['mean']:.4f}, min {row.cosine_to_baseline['min']:.4f}",
+                    "--full" if row.dense_ndcg is None else f"{row.dense_ndcg:.4f}",
+                ]
+                for row in query.results
+            ],
+            names=2,
+            caption=f"settings: {query.settings}; auto runs {query.default}",
+        )
+
+    def documents_table(self) -> Table:
         return report_table(
             f"embedding {self.documents} documents ({self.model}), {self.machine}",
             ("variant", "docs/s", "vs baseline", "peak RSS MiB", "cosine to baseline", "dense nDCG@10"),
@@ -139,7 +181,9 @@ class EmbedBenchReport(Report):
 
         rows = self.results
         names = [r.name.replace("ours ", "").replace(" SentenceTransformer.encode", "") for r in rows]
-        fig, ax = plt.subplots(figsize=(7, 4))
+        panels = 1 if self.query is None else 2
+        fig, axes = plt.subplots(1, panels, figsize=(7 * panels, 4), squeeze=False)
+        ax = axes[0][0]
         x = np.arange(len(rows))
         ax.bar(x, [r.docs_per_s for r in rows], color=["grey"] + ["tab:green"] * (len(rows) - 1))
         for xi, r in zip(x, rows, strict=True):
@@ -147,6 +191,8 @@ class EmbedBenchReport(Report):
         ax.set_xticks(x, names, rotation=20, ha="right", fontsize=8)
         ax.set_ylabel("documents / s")
         ax.set_title(f"Embedding {self.documents} documents ({self.machine})", fontsize=9)
+        if self.query is not None:
+            query_panel(axes[0][1], self.query, self.machine)
         fig.tight_layout()
         fig.savefig(path, dpi=120)
         plt.close(fig)
@@ -159,8 +205,11 @@ def run_embed_bench(
     n_docs: int | None,
     full: bool,
     backends: Sequence[str] | None = None,
+    queries: int = 0,
     log: Callable[[str], None] = print,
 ) -> EmbedBenchReport:
+    """`queries`: also time that many query embeddings per query variant (every test query once with
+    `full`, for their dense nDCG@10); 0 leaves the query half out."""
     benchmark = load_beir(folder, "test")
     documents = benchmark.documents if full or not n_docs else benchmark.documents[:n_docs]
     texts = [d.full_text for d in documents]
@@ -178,8 +227,8 @@ def run_embed_bench(
         ndcg = None
         if full:
             query_texts = [benchmark.queries[q] for q in query_ids]
-            queries = in_fresh_process(embed_once, backend, settings, query_texts)
-            ndcg = dense_ndcg(documents, query_ids, queries["vectors"], vectors, benchmark.qrels)
+            query_run = in_fresh_process(embed_once, backend, settings, query_texts)
+            ndcg = dense_ndcg(documents, query_ids, query_run["vectors"], vectors, benchmark.qrels)
         docs_per_s = len(texts) / measured["seconds"]
         results.append(
             EmbedRow(
@@ -193,6 +242,9 @@ def run_embed_bench(
                 speedup=docs_per_s / results[0].docs_per_s if results else 1.0,
             )
         )
+    query = None
+    if queries > 0 and baseline_vectors is not None:
+        query = time_query_variants(settings, benchmark, documents, baseline_vectors, queries, full, log)
     return EmbedBenchReport(
         machine=machine(),
         model=settings.embedding_model,
@@ -200,7 +252,47 @@ def run_embed_bench(
         documents=len(texts),
         mean_chars=float(np.mean([len(t) for t in texts])) if texts else 0.0,
         results=tuple(results),
+        query=query,
     )
+
+
+def time_query_variants(
+    settings: Settings,
+    benchmark: Any,
+    documents: Sequence[Any],
+    document_vectors: np.ndarray,
+    queries: int,
+    full: bool,
+    log: Callable[[str], None],
+) -> QueryReport:
+    """The query half: `queries` test queries (all of them, once each, with `full`) timed in one fresh
+    process; with `full`, each variant's dense nDCG@10 over the baseline's fp32 `document_vectors`."""
+    query_ids = sorted(benchmark.queries)
+    texts = [benchmark.queries[q] for q in query_ids]
+    timed = texts if full else cycled(texts, queries)
+    log(f"embedding {len(timed)} queries one at a time, each query variant in turn")
+    measured = in_fresh_process(time_queries, settings, timed)
+    ndcg = None
+    if full:
+        backends = [backend for _, backend in QUERY_VARIANTS]
+        ndcg = {
+            backend: dense_ndcg(documents, query_ids, variant["vectors"], document_vectors, benchmark.qrels)
+            for backend, variant in zip(backends, measured["variants"], strict=True)
+        }
+    return query_report(settings, measured, ndcg, len(timed))
+
+
+def query_panel(ax: Any, query: QueryReport, machine_name: str) -> None:
+    """Bars of each query variant's p50, labelled with its ratio to the baseline."""
+    rows = query.results
+    x = np.arange(len(rows))
+    ax.bar(x, [r.p50_ms for r in rows], color=["grey"] + ["tab:blue"] * (len(rows) - 1))
+    for xi, r in zip(x, rows, strict=True):
+        ax.text(float(xi), r.p50_ms, f"x{r.ratio_p50:.2f}", ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(x, [r.name.replace("ours ", "") for r in rows], rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("ms per query (p50)")
+    load = ", ".join(f"{v:.1f}" for v in query.load_average[:3])
+    ax.set_title(f"One query's embedding, {query.queries} queries ({machine_name}; load {load})", fontsize=9)
 
 
 def dense_ndcg(
