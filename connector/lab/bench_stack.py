@@ -1,9 +1,14 @@
 """`hybrid-rerank bench search` and `bench index`: the first stage and bulk indexing, each against a baseline
 in the same run.
 
-- search: per-stage p50/p95 (query embedding, BM25 leg, k-NN leg, fusion, hybrid recall in all) on the
-  embedded backend and, with OPENSEARCH_URL or ELASTICSEARCH_URL, on that engine; the baseline is BM25-only on
-  the same index, timed alternately with hybrid for every query. The engine's top 10 (each leg and fused) is
+- search: per-stage p50/p95 on the embedded backend and, with OPENSEARCH_URL or ELASTICSEARCH_URL, on that
+  engine. Hybrid recall is timed as the pipeline runs it: both legs without texts in one request (`legs`;
+  `bm25` and `knn` are the node's own `took` of each), fusion, then one fetch of the texts of the reranked
+  head and the first page (`fetch`). Baselines on the same index, timed in turn with hybrid for every query:
+  `bm25_only`, a BM25 search of the same depth returning its hits with their texts (what a BM25-only first
+  stage costs), `bm25_lean`, BM25 as hybrid does it (ids, then the texts of the head and page),
+  `knn_only`, the k-NN leg alone without texts (the floor the second leg adds), and `hybrid_all_texts`, both
+  legs with every hit's text (how hybrid recall ran before). The engine's top 10 (each leg and fused) is
   compared with the embedded backend's on the first OVERLAP_QUERIES queries.
 - index: OpenSearch bulk writes, our backend (`bulk_index` + `commit`) against raw opensearch-py
   `streaming_bulk` with its defaults into an index with the same mapping, on the same documents and vectors;
@@ -12,6 +17,7 @@ in the same run.
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -21,14 +27,24 @@ from typing import Any
 
 from rich.table import Table
 
+from hybrid_rerank.connector.backends.base import Backend, Recall, Vector
 from hybrid_rerank.connector.errors import ConfigurationError
-from hybrid_rerank.connector.fusion import fuse
 from hybrid_rerank.connector.lab.bench import latency_summary, machine
 from hybrid_rerank.connector.lab.evaluation import cached_embeddings, load_beir, prepare_benchmark
 from hybrid_rerank.connector.lab.reports import Report, report_table
 from hybrid_rerank.connector.settings import Settings
+from hybrid_rerank.connector.stages import (
+    FusionOptions,
+    PoolEntry,
+    bm25_pool,
+    fuse_recall,
+    shown_ids,
+    with_documents,
+)
 
-STAGES = ("embed_query", "bm25_only", "bm25", "knn", "fusion", "hybrid_recall")
+# Each timed in turn with hybrid_recall, query by query; `hybrid_all_texts`: both legs with every hit's text
+BASELINES = ("bm25_only", "bm25_lean", "knn_only", "hybrid_all_texts")
+STAGES = ("embed_query", *BASELINES, "legs", "bm25", "knn", "fusion", "fetch", "hybrid_recall")
 OVERLAP_QUERIES = 50
 OVERLAP_K = 10
 RANKINGS = ("bm25", "knn", "fused")
@@ -51,6 +67,8 @@ class SearchTimings:
     hybrid_vs_bm25_only: dict[str, float]  # p50 and p95 ratios
     # top-10 overlap with the embedded backend per ranking (bm25, knn, fused); empty for the embedded one
     overlap_with_embedded: dict[str, float] = field(default_factory=dict)
+    hybrid_vs_bm25_lean: dict[str, float] = field(default_factory=dict)  # p50 and p95 ratios
+    settings: dict[str, Any] = field(default_factory=dict)  # depths, fusion, the engine's version, load
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -58,7 +76,9 @@ class SearchTimings:
             "recall_depth": self.recall_depth,
             **self.stages,
             "hybrid_vs_bm25_only": self.hybrid_vs_bm25_only,
+            "hybrid_vs_bm25_lean": self.hybrid_vs_bm25_lean,
             "top10_overlap_with_embedded": self.overlap_with_embedded,
+            "settings": self.settings,
         }
 
 
@@ -81,8 +101,10 @@ class SearchBenchReport(Report):
         for backend, timings in self.backends.items():
             for stage, summary in timings.stages.items():
                 rows.append([backend, stage, f"{summary['p50']:.2f}", f"{summary['p95']:.2f}"])
-            ratio = timings.hybrid_vs_bm25_only
+            ratio, lean = timings.hybrid_vs_bm25_only, timings.hybrid_vs_bm25_lean
             rows.append([backend, "hybrid / BM25-only", f"x{ratio['p50']:.2f}", f"x{ratio['p95']:.2f}"])
+            if lean:
+                rows.append([backend, "hybrid / BM25 lean", f"x{lean['p50']:.2f}", f"x{lean['p95']:.2f}"])
             for ranking, share in timings.overlap_with_embedded.items():
                 rows.append([backend, f"top-10 overlap with embedded: {ranking}", f"{share:.3f}", ""])
         return report_table(
@@ -191,8 +213,16 @@ class IndexBenchReport(Report):
 
 
 def run_search_bench(
-    settings: Settings, folder: Path, *, n_queries: int, log: Callable[[str], None] = print
+    settings: Settings,
+    folder: Path,
+    *,
+    n_queries: int,
+    index_name: str | None = None,
+    log: Callable[[str], None] = print,
 ) -> SearchBenchReport:
+    """`index_name`: the index each backend is measured on (None: the evaluation index of `folder`)."""
+    from hybrid_rerank.connector.factory import open_backend
+
     embedded = settings.model_copy(update={"opensearch_url": None, "elasticsearch_url": None})
     targets = [("embedded", embedded)]
     if settings.opensearch_url:
@@ -205,49 +235,45 @@ def run_search_bench(
     reference: dict[str, list[list[str]]] = {}  # the embedded backend's top 10s, measured first
     for name, target in targets:
         log(f"{name}: preparing the evaluation index")
-        prepared = prepare_benchmark(target, folder, "test")
+        store = open_backend(target, index_name) if index_name else None
+        prepared = prepare_benchmark(target, folder, "test", backend=store)
         backend, embedder = prepared.backend, prepared.embedder
         queries = [prepared.benchmark.queries[q] for q in sorted(prepared.benchmark.queries)][:n_queries]
         stages: dict[str, list[float]] = {k: [] for k in STAGES}
+        depth = target.recall_depth
+        fusion = FusionOptions(target.fusion, target.rrf_k, target.bm25_weight)
         top: dict[str, list[list[str]]] = {ranking: [] for ranking in RANKINGS}
-        weights = [target.bm25_weight, 1.0 - target.bm25_weight]
         embedder.embed_texts(queries[:2])  # warm-up
-        backend.recall(queries[0], embedder.embed_texts(queries[:1])[0], target.recall_depth)
+        _hybrid(backend, target, queries[0], embedder.embed_texts(queries[:1])[0], {})
+        load_before = os.getloadavg()
         for index, query in enumerate(queries):
             started = time.perf_counter()
             vector = embedder.embed_texts([query])[0]  # not embed_query: the cache would hide the model
             stages["embed_query"].append((time.perf_counter() - started) * 1000.0)
-
-            for step in ("bm25_only", "hybrid") if index % 2 == 0 else ("hybrid", "bm25_only"):
+            steps = ("hybrid", *BASELINES)
+            for step in steps[index % len(steps) :] + steps[: index % len(steps)]:  # each goes first in turn
                 begun = time.perf_counter()
-                if step == "bm25_only":
-                    backend.bm25(query, target.recall_depth)
-                    stages["bm25_only"].append((time.perf_counter() - begun) * 1000.0)
-                    continue
-                recall = backend.recall(query, vector, target.recall_depth)
-                stages["hybrid_recall"].append((time.perf_counter() - begun) * 1000.0)
-                stages["bm25"].append(recall.leg_ms.get("bm25", float("nan")))
-                stages["knn"].append(recall.leg_ms.get("knn", float("nan")))
-                begun = time.perf_counter()
-                legs = [
-                    [(h.document.id, h.score) for h in recall.bm25],
-                    [(h.document.id, h.score) for h in recall.knn],
-                ]
-                fused = fuse(
-                    target.fusion,
-                    legs,
-                    rrf_k=target.rrf_k,
-                    weights=None if target.fusion == "rrf" else weights,
-                )
-                stages["fusion"].append((time.perf_counter() - begun) * 1000.0)
-                if index < OVERLAP_QUERIES:
-                    top["bm25"].append([doc_id for doc_id, _ in legs[0][:OVERLAP_K]])
-                    top["knn"].append([doc_id for doc_id, _ in legs[1][:OVERLAP_K]])
-                    top["fused"].append([hit.id for hit in fused[:OVERLAP_K]])
+                if step == "hybrid":
+                    legs = _hybrid(backend, target, query, vector, stages)
+                    stages["hybrid_recall"].append((time.perf_counter() - begun) * 1000.0)
+                elif step == "bm25_only":
+                    backend.bm25(query, depth)
+                elif step == "hybrid_all_texts":
+                    fuse_recall(backend.recall(query, vector, depth), fusion)
+                elif step == "bm25_lean":
+                    _with_texts(backend, target, bm25_pool(backend.bm25(query, depth, texts=False)))
+                else:
+                    backend.knn(vector, depth, texts=False)
+                if step != "hybrid":
+                    stages[step].append((time.perf_counter() - begun) * 1000.0)
+            if index < OVERLAP_QUERIES:
+                top["bm25"].append([hit.document.id for hit in legs.bm25[:OVERLAP_K]])
+                top["knn"].append([hit.document.id for hit in legs.knn[:OVERLAP_K]])
+                top["fused"].append([entry.id for entry in fuse_recall(legs, fusion)][:OVERLAP_K])
         summary = {stage: latency_summary(values) for stage, values in stages.items() if values}
-        ratio = {
-            "p50": summary["hybrid_recall"]["p50"] / summary["bm25_only"]["p50"],
-            "p95": summary["hybrid_recall"]["p95"] / summary["bm25_only"]["p95"],
+        ratios = {
+            baseline: {q: summary["hybrid_recall"][q] / summary[baseline][q] for q in ("p50", "p95")}
+            for baseline in ("bm25_only", "bm25_lean")
         }
         if name == "embedded":
             reference = top
@@ -256,10 +282,51 @@ def run_search_bench(
             overlap = {r: top_k_overlap(top[r], reference[r], OVERLAP_K) for r in RANKINGS}
             log(
                 f"{name}: top-{OVERLAP_K} overlap with embedded "
-                + ", ".join(f"{r} {overlap[r]:.3f}" for r in RANKINGS)
+                + ", ".join(f"{r} {v:.3f}" for r, v in overlap.items())
             )
-        backends[name] = SearchTimings(len(queries), target.recall_depth, summary, ratio, overlap)
+        described = {k: getattr(target, k) for k in ("recall_depth", "rerank_depth", "top_k", "fusion")}
+        described |= {"index": index_name or "evaluation index", "engine": _engine_version(backend)}
+        described["load_average_1m_before_after"] = [round(load_before[0], 2), round(os.getloadavg()[0], 2)]
+        lean = ratios["bm25_lean"]
+        backends[name] = SearchTimings(
+            len(queries), target.recall_depth, summary, ratios["bm25_only"], overlap, lean, described
+        )
     return SearchBenchReport(machine=machine(), dataset=str(folder), backends=backends)
+
+
+def _hybrid(
+    backend: Backend, settings: Settings, query: str, vector: Vector, stages: dict[str, list[float]]
+) -> Recall:
+    """Hybrid recall as the pipeline runs it (client-side fusion), each part timed into `stages`."""
+    begun = time.perf_counter()
+    recall = backend.recall(query, vector, settings.recall_depth, texts=False)
+    fused = time.perf_counter()
+    pool = fuse_recall(recall, FusionOptions(settings.fusion, settings.rrf_k, settings.bm25_weight))
+    fetching = time.perf_counter()
+    _with_texts(backend, settings, pool)
+    ended = time.perf_counter()
+    if stages:
+        stages["legs"].append((fused - begun) * 1000.0)
+        stages["bm25"].append(recall.leg_ms.get("bm25", float("nan")))
+        stages["knn"].append(recall.leg_ms.get("knn", float("nan")))
+        stages["fusion"].append((fetching - fused) * 1000.0)
+        stages["fetch"].append((ended - fetching) * 1000.0)
+    return recall
+
+
+def _with_texts(backend: Backend, settings: Settings, pool: list[PoolEntry]) -> list[PoolEntry]:
+    """The texts of the reranked head and the first page, fetched as the pipeline does."""
+    return with_documents(pool, backend.documents(shown_ids(pool, settings.rerank_depth, 0, settings.top_k)))
+
+
+def _engine_version(backend: Backend) -> str:
+    client = getattr(backend, "client", None)
+    if client is None:
+        return backend.name
+    try:
+        return f"{backend.name} {client.info()['version']['number']}"
+    except Exception:  # a node that refuses `GET /` (some Elasticsearch setups): the figures still count
+        return backend.name
 
 
 def run_index_bench(

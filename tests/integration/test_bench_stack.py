@@ -42,6 +42,10 @@ def test_bench_search_times_both_backends_against_bm25_only(opensearch_url: str,
             assert timings.hybrid_vs_bm25_only[quantile] == pytest.approx(
                 timings.stages["hybrid_recall"][quantile] / timings.stages["bm25_only"][quantile]
             ), (name, quantile)
+            assert timings.hybrid_vs_bm25_lean[quantile] == pytest.approx(
+                timings.stages["hybrid_recall"][quantile] / timings.stages["bm25_lean"][quantile]
+            ), (name, quantile)
+        assert (timings.settings["recall_depth"], timings.settings["rerank_depth"]) == (20, 10), name
     _check_overlap(report, "opensearch")
     published = json.loads((RESULTS / "bench-search.json").read_text(encoding="utf-8"))
     written = report.to_json()
