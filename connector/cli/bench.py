@@ -63,6 +63,12 @@ def bench_rerank(
     max_length: Annotated[int, typer.Option(min=16, help="window of the baseline and the variants")] = 256,
     out_dir: Annotated[Path, typer.Option("--out")] = Path("bench-results"),
     as_json: Annotated[bool, typer.Option("--json", help="print the JSON report")] = False,
+    rounds: Annotated[
+        int, typer.Option(min=1, help="alternating rounds, a fresh process each; a variant's fastest counts")
+    ] = 1,
+    skip: Annotated[
+        str, typer.Option(help="our backends to leave out, comma-separated (e.g. torch-bf16,torch)")
+    ] = "",
 ) -> None:
     """Rerank pairs/s, per-query latency, peak RSS and nDCG@10: the sentence-transformers baseline against our
     scorer in each backend (torch fp32, bf16, ONNX, ONNX int8) and the default configuration, one run."""
@@ -82,6 +88,10 @@ def bench_rerank(
     variants = default_variants(
         max_length, default_runner(settings), settings.rerank_max_length, bf16=bf16_available()
     )
+    skipped = {name.strip() for name in skip.split(",") if name.strip()}
+    variants = [
+        v for i, v in enumerate(variants) if i == 0 or v.backend not in skipped or "default" in v.name
+    ]
     report = run_rerank_bench(
         settings,
         dataset,
@@ -91,6 +101,7 @@ def bench_rerank(
         depth=depth,
         quality_depth=quality_depth,
         variants=variants,
+        rounds=rounds,
         log=say,
     )
     write_report(report, out_dir, "bench-rerank", out, as_json)

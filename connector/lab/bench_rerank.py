@@ -3,7 +3,9 @@ same pairs, in one run (`bench tradeoff`, in bench_tradeoff, reuses its workload
 
 Workload: BEIR test queries, each with its hybrid top-`depth` candidates from the evaluation index (the same
 recall `eval` uses). Every variant scores exactly these (query, document) pairs. Each variant runs in a fresh
-spawned process, so its peak RSS is its own and no variant warms another's caches. The baseline is
+spawned process, so its peak RSS is its own and no variant warms another's caches; with `rounds` > 1 the
+variants alternate (round r starts r places further down the list), and each variant's figures come from
+its fastest round, so a burst of load on a shared machine hurts one round, not one variant. The baseline is
 `CrossEncoder(folder, max_length=256).predict(pairs)` with its defaults (fp32 torch, batch 32).
 
 Quality: each variant's scores rerank the first `quality_depth` candidates of every query; nDCG@10 is reported
@@ -12,6 +14,7 @@ for the rerank order alone and interpolated with the first stage at the model's 
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -65,12 +68,14 @@ class RerankRow:
     score_correlation: float
     speedup: float
     ndcg_delta: float
+    pairs_per_s_rounds: tuple[float, ...] = ()  # every round's figure, in round order
 
     def to_json(self) -> dict[str, Any]:
         return {
             **asdict(self.variant),
             "description": self.description,
             "pairs_per_s": self.pairs_per_s,
+            "pairs_per_s_rounds": list(self.pairs_per_s_rounds),
             "latency_ms": self.latency_ms,
             "peak_rss_mib": self.peak_rss_mib,
             "ndcg@10": self.ndcg,
@@ -93,6 +98,9 @@ class RerankBenchReport(Report):
     interpolation_weight: float
     results: tuple[RerankRow, ...]
     trained_model: bool
+    rounds: int = 1
+    load_average: tuple[float, float] = (0.0, 0.0)  # 1-minute load average at the start and the end
+    threads: int | None = None  # RERANK_THREADS of our variants (None: the runtime's default)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -107,12 +115,16 @@ class RerankBenchReport(Report):
             "interpolation_weight": self.interpolation_weight,
             "results": [row.to_json() for row in self.results],
             "trained_model": self.trained_model,
+            "rounds": self.rounds,
+            "load_average": list(self.load_average),
+            "threads": self.threads,
         }
 
     def table(self) -> Table:
         return report_table(
             f"rerank: {self.pairs} pairs ({self.queries} queries x {self.candidates_per_query}), "
-            f"{self.machine}",
+            f"best of {self.rounds} alternating round(s), {self.machine}, load "
+            f"{self.load_average[0]:.1f} -> {self.load_average[1]:.1f}",
             ("variant", "pairs/s", "vs baseline", "p50 ms", "p95 ms", "peak RSS MiB", "nDCG@10", "interp."),
             [
                 [
@@ -154,7 +166,7 @@ class RerankBenchReport(Report):
         right.legend(fontsize=8, loc="lower right")
         fig.suptitle(
             f"Rerank speed and quality: {self.queries} test queries of {Path(self.dataset).name}, "
-            f"{self.machine}",
+            f"{self.machine}, load {max(self.load_average):.1f}, best of {self.rounds} round(s)",
             fontsize=10,
         )
         fig.tight_layout()
@@ -292,6 +304,12 @@ def rerank_quality(
     return {name: evaluate_run(run, workload.qrels)["ndcg@10"] for name, run in runs.items()}
 
 
+def alternating(variants: Sequence[Variant], rounds: int) -> list[tuple[int, Variant]]:
+    """(round, variant) in run order: each round starts one variant further down the list."""
+    count = len(variants)
+    return [(r, variants[(r + i) % count]) for r in range(rounds) for i in range(count)]
+
+
 def run_rerank_bench(
     settings: Settings,
     folder: Path,
@@ -302,6 +320,7 @@ def run_rerank_bench(
     depth: int,
     quality_depth: int,
     variants: Sequence[Variant],
+    rounds: int = 1,
     progress: Callable[..., None] | None = None,
     log: Callable[[str], None] = print,
 ) -> RerankBenchReport:
@@ -309,29 +328,33 @@ def run_rerank_bench(
     variant is the baseline the others are compared with."""
     workload = build_workload(settings, folder, n_queries, depth, progress)
     weight = tuned_weight(settings, model)
+    load_start = os.getloadavg()[0]
+    measured: dict[Variant, list[dict[str, Any]]] = {v: [] for v in variants}
+    for round_index, variant in alternating(variants, rounds):
+        log(f"round {round_index + 1}/{rounds}: measuring {variant.name} on {workload.pairs} pairs")
+        measured[variant].append(measure_in_fresh_process(variant, model, workload, settings))
     rows: list[RerankRow] = []
     reference: np.ndarray | None = None
     for variant in variants:
-        log(f"measuring {variant.name} on {workload.pairs} pairs")
-        measured = measure_in_fresh_process(variant, model, workload, settings)
-        total_s = sum(measured["latency_ms"]) / 1000.0
-        flat = np.array([v for per_query in measured["scores"] for v in per_query])
+        per_round = [workload.pairs / (sum(m["latency_ms"]) / 1000.0) for m in measured[variant]]
+        best = measured[variant][int(np.argmax(per_round))]
+        flat = np.array([v for per_query in best["scores"] for v in per_query])
         reference = flat if reference is None else reference
-        pairs_per_s = workload.pairs / total_s
-        ndcg = rerank_quality(workload, measured["scores"], quality_depth, weight)
+        ndcg = rerank_quality(workload, best["scores"], quality_depth, weight)
         baseline = rows[0] if rows else None
         rows.append(
             RerankRow(
                 variant=variant,
-                description=measured["description"],
-                pairs_per_s=pairs_per_s,
-                latency_ms=latency_summary(measured["latency_ms"]),
-                peak_rss_mib=measured["peak_rss_mib"],
+                description=best["description"],
+                pairs_per_s=max(per_round),
+                latency_ms=latency_summary(best["latency_ms"]),
+                peak_rss_mib=max(m["peak_rss_mib"] for m in measured[variant]),
                 ndcg=ndcg,
                 max_score_diff=float(np.abs(flat - reference).max()) if flat.size else 0.0,
                 score_correlation=float(np.corrcoef(flat, reference)[0, 1]) if flat.size > 1 else 1.0,
-                speedup=pairs_per_s / baseline.pairs_per_s if baseline is not None else 1.0,
+                speedup=max(per_round) / baseline.pairs_per_s if baseline is not None else 1.0,
                 ndcg_delta=ndcg["rerank"] - baseline.ndcg["rerank"] if baseline is not None else 0.0,
+                pairs_per_s_rounds=tuple(per_round),
             )
         )
     return RerankBenchReport(
@@ -345,6 +368,9 @@ def run_rerank_bench(
         interpolation_weight=weight,
         results=tuple(rows),
         trained_model=trained_model,
+        rounds=rounds,
+        load_average=(load_start, os.getloadavg()[0]),
+        threads=settings.rerank_threads,
     )
 
 
