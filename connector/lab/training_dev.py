@@ -50,7 +50,7 @@ def tune_layers(
     weights: dict[str, float] = {}
     for layer in layers:
         weight, curve = tune_interpolation(scores[layer], dev_first, benchmark.qrels)
-        ndcg[str(layer)], weights[str(layer)] = curve[1.0], weight
+        ndcg[str(layer)], weights[str(layer)] = float(curve[1.0]), float(weight)
     return {
         "layers": list(layers),
         "dev_ndcg@10": ndcg,
