@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from pydantic import SecretStr
 
 from hybrid_rerank.connector.backends.base import Backend
+from hybrid_rerank.connector.domain import DomainGuard, load_domain_guard
 from hybrid_rerank.connector.embedder import Embedder
 from hybrid_rerank.connector.errors import ConfigurationError
 from hybrid_rerank.connector.language import LanguageGuard, ModelLanguages, model_languages
@@ -131,6 +132,7 @@ def search_options(settings: Settings) -> SearchOptions:
         rrf_k=settings.rrf_k,
         bm25_weight=settings.bm25_weight,
         hybrid_mode=settings.hybrid_mode,
+        recall_texts=settings.recall_texts,
         rerank_weight=settings.rerank_interpolation,  # None: the model's tuned weight, from its reply
     )
 
@@ -151,6 +153,13 @@ def language_guard(settings: Settings) -> LanguageGuard | None:
     )
 
 
+def domain_guard(settings: Settings) -> DomainGuard | None:
+    """The local reranker's training-domain fingerprint (its hybrid_rerank.json), when it records one."""
+    if settings.rerank_model is None or settings.rerank_kind == "remote":
+        return None
+    return load_domain_guard(resolve_model(settings.rerank_model).location)
+
+
 def make_pipeline(
     settings: Settings,
     backend: Backend | None = None,
@@ -163,6 +172,7 @@ def make_pipeline(
         reranker if reranker is not None else make_reranker(settings),
         search_options(settings),
         language_guard(settings),
+        domain_guard(settings),
     )
 
 

@@ -9,15 +9,16 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
-from hybrid_rerank.connector.backends.base import Backend, Filters, Passage, Vector, check_index_matches
-from hybrid_rerank.connector.documents import Document
+from hybrid_rerank.connector.backends.base import Backend, Filters, Vector, check_index_matches
+from hybrid_rerank.connector.domain import DomainGuard
 from hybrid_rerank.connector.embedder import Embedder, ProgressCallback, check_passage_prompt
 from hybrid_rerank.connector.errors import IndexMissingError, InvalidQueryError
 from hybrid_rerank.connector.fusion import FusionMethod
 from hybrid_rerank.connector.language import LanguageGuard, LanguagePlan
+from hybrid_rerank.connector.results import Hit, SearchResult, hit_json
 from hybrid_rerank.connector.stages import (
     FusionOptions,
     PoolEntry,
@@ -33,6 +34,8 @@ from hybrid_rerank.connector.stages import (
 )
 from hybrid_rerank.workers.client import Reranker
 from hybrid_rerank.workers.protocol import Candidate, RerankOutcome
+
+__all__ = ["PIPELINE_FALLBACK_CODES", "Hit", "SearchOptions", "SearchPipeline", "SearchResult", "hit_json"]
 
 # The pipeline's own `rerank_fallback` codes, beside the reranker's (`workers.protocol.FALLBACK_CODES`): a
 # Prometheus label and a field of API replies, so the set is fixed (a test pins it).
@@ -58,85 +61,14 @@ class SearchOptions:
     # final score = w * z(rerank) + (1 - w) * z(fused) over the reranked head; None: the weight the model
     # was tuned with, which the reranker's reply carries (1 when it has none).
     rerank_weight: float | None = None
+    # "legs": both legs return their hits' texts (one round trip; measured faster on SciFact-size texts);
+    # "fetch": the legs return ids and scores, then one request fetches the reranked head's and the page's
+    # texts (fewer bytes for long documents, one more round trip).
+    recall_texts: Literal["legs", "fetch"] = "legs"
 
     @property
     def fusion_options(self) -> FusionOptions:
         return FusionOptions(self.fusion, self.rrf_k, self.bm25_weight)
-
-
-@dataclass(frozen=True)
-class Hit:
-    rank: int
-    document: Document
-    score: float  # the score the final order is by: rerank (or interpolated) score when reranked, else fused
-    fused_score: float
-    bm25_score: float | None = None  # None: not in that leg's top-N
-    vector_score: float | None = None
-    rerank_score: float | None = None  # None: not reranked
-    bm25_rank: int | None = None
-    vector_rank: int | None = None
-    fused_rank: int = 0
-    passage: Passage | None = None  # on a passage index: where in the text the k-NN leg matched best
-
-    @property
-    def id(self) -> str:
-        return self.document.id
-
-
-@dataclass(frozen=True)
-class SearchResult:
-    query: str
-    hits: list[Hit]
-    reranked: bool
-    rerank_note: str | None  # why the result is not reranked, when it is not
-    timings_ms: dict[str, float] = field(default_factory=dict)
-    candidates: int = 0  # size of the fused candidate pool
-    # A bounded label for why not reranked (metrics count fallbacks by it): the outcome's code, or one of
-    # PIPELINE_FALLBACK_CODES ("language": the reranker does not read the query's language).
-    rerank_fallback: str | None = None
-    first_stage: list[Hit] = field(default_factory=list)  # the same page in first-stage (fused) order
-    cached_scores: int = 0  # rerank scores that came from the score cache
-    language: str | None = None  # the query's language or script as the guard read it (None: guard off)
-    bm25_only: bool = False  # the bi-encoder does not read the query's language: BM25 alone, no fusion
-    language_note: str | None = None  # what the language guard changed, when it changed something
-
-    def to_json(self, *, include_first_stage: bool = False) -> dict[str, object]:
-        reply: dict[str, object] = {
-            "query": self.query,
-            "reranked": self.reranked,
-            "rerank_note": self.rerank_note,
-            "rerank_fallback": self.rerank_fallback,
-            "timings_ms": {name: round(ms, 3) for name, ms in self.timings_ms.items()},
-            "candidates": self.candidates,
-            "language": self.language,
-            "bm25_only": self.bm25_only,
-            "language_note": self.language_note,
-            "hits": [hit_json(h) for h in self.hits],
-        }
-        if include_first_stage:
-            reply["first_stage"] = [hit_json(h) for h in self.first_stage]
-        return reply
-
-
-def hit_json(hit: Hit) -> dict[str, object]:
-    reply: dict[str, object] = {
-        "rank": hit.rank,
-        "id": hit.id,
-        "title": hit.document.title,
-        "text": hit.document.text,
-        "metadata": dict(hit.document.metadata),
-        "score": hit.score,
-        "scores": {
-            "bm25": hit.bm25_score,
-            "vector": hit.vector_score,
-            "fused": hit.fused_score,
-            "rerank": hit.rerank_score,
-        },
-        "ranks": {"bm25": hit.bm25_rank, "vector": hit.vector_rank, "fused": hit.fused_rank},
-    }
-    if hit.passage is not None:  # a passage index: which passage matched (character offsets in the text)
-        reply["passage"] = hit.passage.to_json()
-    return reply
 
 
 class SearchPipeline:
@@ -147,13 +79,16 @@ class SearchPipeline:
         reranker: Reranker | None,
         options: SearchOptions | None = None,
         language_guard: LanguageGuard | None = None,
+        domain_guard: DomainGuard | None = None,
     ) -> None:
-        """`language_guard`: None trusts the models with every query (LANGUAGE_GUARD=false)."""
+        """`language_guard`: None trusts the models with every query (LANGUAGE_GUARD=false).
+        `domain_guard`: the reranker's training-domain fingerprint (None: the model's own weight for all)."""
         self.backend = backend
         self.embedder = embedder
         self.reranker = reranker
         self.options = options or SearchOptions()
         self.language_guard = language_guard
+        self.domain_guard = domain_guard
         self._index_checked = False
 
     def _check_index(self) -> None:
@@ -253,7 +188,9 @@ class SearchPipeline:
         """The fused candidate pool, best first; the BM25 leg alone when the bi-encoder cannot read it."""
         if plan is not None and not plan.dense:
             with _timed(timings, "recall"), _timed(timings, "bm25"):
-                return bm25_pool(self.backend.bm25(query, self.options.recall_depth, filters, texts=False))
+                return bm25_pool(
+                    self.backend.bm25(query, self.options.recall_depth, filters, texts=self._leg_texts)
+                )
         with _timed(timings, "embed_query"):
             query_vector = self.embedder.embed_query(query)
         if self.options.hybrid_mode == "server":
@@ -263,11 +200,17 @@ class SearchPipeline:
     def _with_texts(
         self, pool: list[PoolEntry], reranking: bool, offset: int, top_k: int, timings: dict[str, float]
     ) -> list[PoolEntry]:
-        """The legs searched without texts: fetch them, in one request, for the reranked head (when this
-        query is reranked) and the page alone, not for the rest of the pool."""
+        """With RECALL_TEXTS=fetch the legs came without texts: fetch them, in one request, for the reranked
+        head (when this query is reranked) and the page alone, not for the rest of the pool."""
+        if self._leg_texts:
+            return pool
         ids = shown_ids(pool, self.options.rerank_depth if reranking else 0, offset, top_k)
         with _timed(timings, "fetch"):
             return with_documents(pool, self.backend.documents(ids))
+
+    @property
+    def _leg_texts(self) -> bool:
+        return self.options.recall_texts == "legs"
 
     def _head(self, pool: list[PoolEntry]) -> list[Candidate]:
         return rerank_head(pool, self.options.rerank_depth)
@@ -290,6 +233,7 @@ class SearchPipeline:
         order = first_order
         rerank_scores: dict[str, float] = {}
         final: dict[str, float] = {}
+        domain_note: str | None = None
         if outcome is not None:
             missing = [e.id for e in pool[: self.options.rerank_depth] if e.id not in (outcome.scores or {})]
             if outcome.scores is None:
@@ -302,6 +246,8 @@ class SearchPipeline:
             else:
                 rerank_scores = outcome.scores
                 weight = rerank_weight(self.options.rerank_weight, outcome.interpolation_weight)
+                if self.options.rerank_weight is None and outcome.interpolation_weight is not None:
+                    weight, domain_note = self._domain_weight(query, weight, plan)
                 order, final = rerank_order(
                     first_stage_ranking(pool), rerank_scores, self.options.rerank_depth, weight
                 )
@@ -342,13 +288,28 @@ class SearchPipeline:
             language=plan.language if plan is not None else None,
             bm25_only=plan is not None and not plan.dense,
             language_note=plan.note if plan is not None else None,
+            domain_note=domain_note,
         )
+
+    def _domain_weight(
+        self, query: str, weight: float, plan: LanguagePlan | None
+    ) -> tuple[float, str | None]:
+        """The model's own weight, raised to its tuned in-domain weight when the domain guard recognises the
+        query as one of its training domain's (the query vector comes from the embedder's cache)."""
+        if self.domain_guard is None:
+            return weight, None
+        dense = plan is None or plan.dense
+        vector = self.embedder.embed_query(query) if dense else None
+        decision = self.domain_guard.decide(weight, vector, self.embedder.model_name)
+        return decision.weight, decision.note
 
     def _client_hybrid(
         self, query: str, vector: Vector, filters: Filters | None, timings: dict[str, float]
     ) -> list[PoolEntry]:
         with _timed(timings, "recall"):
-            recall = self.backend.recall(query, vector, self.options.recall_depth, filters, texts=False)
+            recall = self.backend.recall(
+                query, vector, self.options.recall_depth, filters, texts=self._leg_texts
+            )
         timings.update(recall.leg_ms)
         with _timed(timings, "fusion"):
             return fuse_recall(recall, self.options.fusion_options)
@@ -366,7 +327,7 @@ class SearchPipeline:
                 fusion=opts.fusion,
                 bm25_weight=opts.bm25_weight,
                 rrf_k=opts.rrf_k,
-                texts=False,
+                texts=self._leg_texts,
             )
         return pool_from_server(results)
 

@@ -66,6 +66,11 @@ class Settings(WorkerSettings):
     hnsw_ef_construction: int = Field(128, gt=1)
     # client: BM25 and k-NN in one _msearch, fused here; server: one `hybrid` query through a search pipeline.
     hybrid_mode: Literal["client", "server"] = "client"
+    recall_texts: Literal["legs", "fetch"] = Field(
+        "legs",
+        description="legs: the recall legs return their hits' texts; fetch: ids and scores only, then one "
+        "request for the reranked head's and the page's texts (for long documents)",
+    )
 
     # Storage.
     index_name: str = "documents"

@@ -15,7 +15,7 @@ from hybrid_rerank.workers.errors import ConfigurationError
 
 RerankBackendName = Literal["auto", "torch", "torch-bf16", "onnx", "onnx-int8"]
 RerankKindName = Literal["auto", "cross-encoder", "llm", "remote"]
-LlmPromptName = Literal["auto", "bge-gemma", "qwen3"]
+LlmPromptName = Literal["auto", "bge-gemma", "bge-layerwise", "qwen3"]
 RemoteDialectName = Literal["tei", "cohere", "jina"]
 # Shipped in the package (int8 ONNX, trained on SciFact): reranks offline. Production: a stronger model.
 DEFAULT_RERANK_MODEL = "scifact-minilm-l6-reranker-int8"
@@ -62,7 +62,9 @@ class WorkerSettings(BaseSettings):
         "cross-encoder, a causal LM head an LLM yes/no reranker)",
     )
     rerank_llm_prompt: LlmPromptName = Field(
-        "auto", description="LLM rerankers' prompt; auto: bge-gemma for Gemma models, qwen3 for Qwen ones"
+        "auto",
+        description="LLM rerankers' prompt; auto: bge-gemma for Gemma, qwen3 for Qwen, bge-layerwise for "
+        "MiniCPM",
     )
     rerank_llm_instruction: str | None = Field(
         None, description="the task instruction of the qwen3 prompt (<Instruct>); unset: the model card's"

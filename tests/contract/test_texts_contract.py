@@ -5,6 +5,7 @@ reranked head and the returned page only."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, cast
 
 import numpy as np
@@ -100,14 +101,20 @@ def test_a_search_fetches_texts_once_for_the_head_and_the_page_alone(backend: Ba
     recorder = FetchRecorder(backend)
     reranker = TableReranker({"d1": 0.1, "d2": 0.2, "d3": 0.3, "d4": 0.4, "d5": 0.5})
     options = SearchOptions(recall_depth=5, rerank_depth=2, top_k=1, fusion="minmax", hybrid_mode=mode)
+    legs = SearchPipeline(cast(Backend, recorder), cast(Embedder, KeywordEmbedder()), reranker, options)
+    with_texts = legs.search("moon", offset=3)  # the default: the legs bring the texts, nothing is fetched
+    assert recorder.fetched == [] and with_texts.hits[0].document == BY_ID[with_texts.hits[0].id]
+    options = replace(options, recall_texts="fetch")
     pipeline = SearchPipeline(cast(Backend, recorder), cast(Embedder, KeywordEmbedder()), reranker, options)
     result = pipeline.search("moon", offset=3)
+    assert [h.id for h in result.hits] == [h.id for h in with_texts.hits]
     pool = [hit.id for hit in pipeline.search("moon", k=5, rerank=False).first_stage]
     assert len(pool) == 5
     head, page = pool[:2], pool[3:4]
     assert recorder.fetched[0] == head + page  # one call; pool[2] and pool[4] never fetched
-    assert [c.id for c in reranker.requests[0][1]] == head
-    assert [c.text for c in reranker.requests[0][1]] == [BY_ID[i].full_text for i in head]
+    assert [c.id for c in reranker.requests[1][1]] == head
+    assert reranker.requests[1] == reranker.requests[0]  # the same candidates, texts and all, either way
+    assert [c.text for c in reranker.requests[1][1]] == [BY_ID[i].full_text for i in head]
     assert [h.id for h in result.hits] == page and result.hits[0].document == BY_ID[page[0]]
     assert [h.document for h in result.first_stage] == [BY_ID[i] for i in page]
     assert recorder.fetched[1] == pool  # not reranked: the page alone

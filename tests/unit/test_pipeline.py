@@ -113,7 +113,6 @@ def test_every_hit_carries_every_stage_score(
         "bm25",
         "knn",
         "fusion",
-        "fetch",
         "rerank",
         "total",
     }

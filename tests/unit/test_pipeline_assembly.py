@@ -402,17 +402,15 @@ def test_each_stage_is_timed_in_milliseconds(
         "embed_query": 1000.0,
         "recall": 1000.0,
         "fusion": 1000.0,
-        "fetch": 1000.0,
         "rerank": 1000.0,
-        "total": 11000.0,
+        "total": 9000.0,
     }
     off = make(backend, TableReranker(RERANK)).search("moon", rerank=False)
     assert {k: v for k, v in off.timings_ms.items() if k not in legs} == {
         "embed_query": 1000.0,
         "recall": 1000.0,
         "fusion": 1000.0,
-        "fetch": 1000.0,
-        "total": 9000.0,
+        "total": 7000.0,
     }
 
 
@@ -475,7 +473,7 @@ def test_search_many_reranks_in_one_batch_as_single_searches_would(backend: Embe
     assert [scores(r) for r in results] == [pytest.approx(scores(s)) for s in singles]
     assert all(r.reranked and r.candidates == 6 for r in results)
     assert [q for q, _ in reranker.requests] == ["moon", "sun"]
-    assert set(results[0].timings_ms) == {"embed_query", "recall", "bm25", "knn", "fusion", "fetch", "total"}
+    assert set(results[0].timings_ms) == {"embed_query", "recall", "bm25", "knn", "fusion", "total"}
 
 
 def test_search_many_without_reranking_and_with_a_bad_k(backend: EmbeddedBackend) -> None:
@@ -512,7 +510,7 @@ def test_server_mode_hands_the_fusion_to_the_store_and_ranks_as_client_mode(
             "fusion": fusion,
             "bm25_weight": bm25_weight,
             "rrf_k": rrf_k,
-            "texts": False,  # the legs without texts: only the page's are fetched
+            "texts": True,  # the legs bring the texts (RECALL_TEXTS=legs, the default)
         }
     ]
     assert ids(server) == ids(client) and "t4" not in ids(server)
@@ -522,7 +520,7 @@ def test_server_mode_hands_the_fusion_to_the_store_and_ranks_as_client_mode(
         (h.bm25_score, h.vector_score) for h in client.hits
     ]
     assert all(h.bm25_rank is None and h.vector_rank is None for h in server.hits)  # a server has no ranks
-    assert set(server.timings_ms) == {"embed_query", "recall", "fetch", "total"}
+    assert set(server.timings_ms) == {"embed_query", "recall", "total"}
 
 
 def test_the_json_form_holds_every_stage() -> None:
@@ -550,6 +548,7 @@ def test_the_json_form_holds_every_stage() -> None:
         "language": None,
         "bm25_only": False,
         "language_note": None,
+        "domain_note": None,
         "hits": [
             {
                 "rank": 1,
