@@ -24,7 +24,6 @@ from hybrid_rerank.workers.runtime.batching import PairRunner, encoded_rows, run
 from hybrid_rerank.workers.runtime.cross_encoder import (
     cut_interpolation_weight,
     load_cross_encoder,
-    local_kind,
 )
 from hybrid_rerank.workers.runtime.kinds import (
     SCORER_KINDS,
@@ -32,6 +31,7 @@ from hybrid_rerank.workers.runtime.kinds import (
     ScorerKind,
     check_tokenizer,
     read_config,
+    resolve_kind,
 )
 from hybrid_rerank.workers.runtime.llm import PromptEncoder, PromptName, prompt_format
 from hybrid_rerank.workers.runtime.models import (
@@ -207,7 +207,7 @@ class CrossEncoderScorer:
     def _load_local(self) -> LoadedModel:
         try:
             folder = model_folder(self.source)
-            kind = local_kind(folder, self.kind, trust_remote_code=self.trust_remote_code)
+            kind = resolve_kind(folder, self.kind, trust_remote_code=self.trust_remote_code)
             if kind == "llm" and self.backend not in TORCH_KINDS:
                 raise ModelLoadError(
                     f"RERANK_BACKEND={self.backend} is for cross-encoders; an LLM reranker runs in torch: "

@@ -12,11 +12,7 @@ from typing import Any
 from hybrid_rerank.workers.errors import ModelLoadError
 from hybrid_rerank.workers.runtime.batching import PairRunner
 from hybrid_rerank.workers.runtime.kinds import (
-    LocalKind,
-    ScorerKind,
-    architecture_kind,
     read_config,
-    resolve_kind,
 )
 from hybrid_rerank.workers.runtime.models import (
     RERANK_METADATA,
@@ -34,17 +30,6 @@ from hybrid_rerank.workers.runtime.runners import OnnxRunner, RunnerKind, make_r
 
 log = logging.getLogger("hybrid_rerank.workers")
 _warned: set[Path] = set()  # folders already warned about a cut they were not trained for
-
-
-def local_kind(folder: Path, requested: ScorerKind, *, trust_remote_code: bool) -> LocalKind:
-    """`kinds.resolve_kind`, without its remote-code probe where the answer cannot depend on it: a folder
-    with no code of its own (no `auto_map`) whose config names a sequence-classification head is a
-    cross-encoder. The probe imports transformers, and with it torch, which an ONNX worker never needs."""
-    config = read_config(folder)
-    plain = "auto_map" not in config and requested in ("auto", "cross-encoder")
-    if plain and architecture_kind(config) == "cross-encoder":
-        return "cross-encoder"
-    return resolve_kind(folder, requested, trust_remote_code=trust_remote_code)
 
 
 def check_cutoff(folder: Path, cutoff_layer: int | None) -> None:

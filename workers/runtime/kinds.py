@@ -65,11 +65,14 @@ def architecture_kind(config: dict[str, Any]) -> LocalKind | None:
 
 def needs_remote_code(config: dict[str, Any]) -> bool:
     """Whether the installed transformers lacks the architecture and the folder brings its own
-    (`auto_map`)."""
+    (`auto_map`). A folder without code of its own never imports transformers here (nor, with it, torch,
+    which an ONNX worker never needs)."""
     import importlib
 
+    if "auto_map" not in config:
+        return False
     known = importlib.import_module("transformers.models.auto.configuration_auto").CONFIG_MAPPING_NAMES
-    return "auto_map" in config and config.get("model_type") not in known
+    return config.get("model_type") not in known
 
 
 def resolve_kind(folder: Path, requested: ScorerKind, *, trust_remote_code: bool) -> LocalKind:
