@@ -50,6 +50,34 @@ def bench_celery(
     write_report(report, out_dir, "bench-celery", out, as_json)
 
 
+@bench_app.command("batching")
+def bench_batching(
+    dataset: Annotated[Path | None, typer.Option(help="BEIR folder (default: demo)")] = None,
+    depth: Annotated[int, typer.Option(min=1, help="candidates reranked per search")] = 30,
+    window_ms: Annotated[float, typer.Option(min=0.1, help="the batching worker's window")] = 5.0,
+    seconds: Annotated[float, typer.Option(min=1, help="seconds per concurrency level")] = 15.0,
+    rounds: Annotated[int, typer.Option(min=1, help="alternating rounds")] = 2,
+    out_dir: Annotated[Path, typer.Option("--out")] = Path("bench-results"),
+    as_json: Annotated[bool, typer.Option("--json", help="print the JSON report")] = False,
+) -> None:
+    """Cross-request batching (RERANK_BATCH_WINDOW_MS): a default worker against a batching one at 1, 4 and 8
+    searches at once, throughput and p95 with ratios."""
+    require_lab()
+    from hybrid_rerank.connector.lab.bench_batching import run_batching_bench
+    from hybrid_rerank.connector.lab.reports import write_report
+
+    report = run_batching_bench(
+        load(),
+        dataset=dataset,
+        depth=depth,
+        out_dir=out_dir,
+        window_ms=window_ms,
+        seconds=seconds,
+        rounds=rounds,
+    )
+    write_report(report, out_dir, "bench-celery-batching", out, as_json)
+
+
 @bench_app.command("rerank")
 def bench_rerank(
     dataset: Annotated[Path, typer.Argument(help="BEIR folder (test split) for queries and candidates")],
@@ -179,10 +207,15 @@ def bench_embed(
     backends: Annotated[
         str | None, typer.Option(help="comma-separated subset of torch,torch-bf16,onnx,onnx-int8")
     ] = None,
+    queries: Annotated[
+        int,
+        typer.Option(min=0, help="query embeddings timed per query path (0: none; --full: every test query)"),
+    ] = 300,
     out_dir: Annotated[Path, typer.Option("--out")] = Path("bench-results"),
     as_json: Annotated[bool, typer.Option("--json", help="print the JSON report")] = False,
 ) -> None:
-    """Index-time embedding docs/s: plain SentenceTransformer.encode against our embedder's backends."""
+    """Index-time embedding docs/s against SentenceTransformer.encode, and one query's embedding p50 by
+    today's document path against the one-query ONNX runners."""
     require_lab()
     from hybrid_rerank.connector.lab.bench_embed import run_embed_bench
     from hybrid_rerank.connector.lab.reports import write_report
@@ -193,6 +226,7 @@ def bench_embed(
         n_docs=docs,
         full=full,
         backends=backends.split(",") if backends else None,
+        queries=queries,
         log=lambda m: err.print(m, highlight=False),
     )
     write_report(report, out_dir, "bench-embed", out, as_json)
@@ -202,6 +236,9 @@ def bench_embed(
 def bench_search(
     dataset: Annotated[Path, typer.Argument(help="BEIR folder (test split)")],
     queries: Annotated[int, typer.Option(min=1, help="test queries measured")] = 100,
+    index: Annotated[
+        str | None, typer.Option(help="index name on the engine (default: the bench's own)")
+    ] = None,
     out_dir: Annotated[Path, typer.Option("--out")] = Path("bench-results"),
     as_json: Annotated[bool, typer.Option("--json", help="print the JSON report")] = False,
 ) -> None:
@@ -211,7 +248,8 @@ def bench_search(
     from hybrid_rerank.connector.lab.bench_stack import run_search_bench
     from hybrid_rerank.connector.lab.reports import write_report
 
-    report = run_search_bench(load(), dataset, n_queries=queries, log=lambda m: err.print(m, highlight=False))
+    log = lambda m: err.print(m, highlight=False)  # noqa: E731
+    report = run_search_bench(load(), dataset, n_queries=queries, index_name=index, log=log)
     write_report(report, out_dir, "bench-search", out, as_json)
 
 
