@@ -2,7 +2,7 @@
 
 The model loads once per worker process when the process starts: in each prefork child after the fork (torch
 is never imported in the parent, so forking is safe), or in the worker itself for the solo and threads pools.
-It is warmed up with one pair at load, so the first search after a start is not the slow one, and the log says
+Its load warms it up with one full batch, so the first search after a start is not the slow one; the log says
 "model ready" with the seconds since the worker started. With RERANK_BATCH_WINDOW_MS the worker runs a threads
 pool with one model, and concurrent tasks are scored in one model call (`workers.coalesce`). With
 WORKER_METRICS_PORT set, each process records its tasks and the parent serves them (`workers.metrics`).
@@ -40,7 +40,6 @@ from hybrid_rerank.workers.settings import WorkerSettings, load_worker_settings
 THREADS_ENV = "HYBRID_RERANK_TORCH_THREADS"
 WORKER_PID_ENV = "HYBRID_RERANK_WORKER_PID"
 PUBLISH_EVERY_S = 1.0
-WARM_UP_TEXT = "a short passage read once at load, so that the first search is not the slow one"
 log = logging.getLogger("hybrid_rerank.workers")
 _runtime: dict[str, Any] = {}
 _loading = threading.Lock()  # a threads pool's first tasks may ask for the model together
@@ -68,27 +67,20 @@ def _load_scorer() -> CrossEncoderScorer:
     if scorer is None:
         raise RuntimeError("RERANK_MODEL is off: this worker has no model to serve")
     started = time.perf_counter()
-    scorer.load()
+    scorer.load()  # a local model is warmed up by its load: one full batch at the full window
     loaded = time.perf_counter()
-    if scorer.load().remote is None:  # a remote API is not ours to warm up (nor to bill for it)
-        # One full batch at the full window: the runtime allocates for the largest shapes it will see.
-        text = " ".join([WARM_UP_TEXT] * (scorer.max_length // 8 + 1))
-        scorer.score(WARM_UP_TEXT, [Candidate(f"warm-up-{i}", text) for i in range(scorer.batch_size)])
-    ready = time.perf_counter()
     if settings.rerank_batch_window_ms > 0:
         _runtime["coalescer"] = Coalescer(
             lambda requests: score_many(scorer, requests), settings.rerank_batch_window_ms / 1000.0
         )
     since = process_age_s(int(os.environ.get(WORKER_PID_ENV) or os.getpid()))
     log.info(
-        "model ready: %s in process %d (%s threads), %s after the worker started (load %.2f s, warm-up "
-        "%.2f s)%s",
+        "model ready: %s in process %d (%s threads), %s after the worker started (load and warm-up %.2f s)%s",
         scorer.description,
         os.getpid(),
         threads,
         "?" if since is None else f"{since:.2f} s",
         loaded - started,
-        ready - loaded,
         f", batch window {settings.rerank_batch_window_ms:g} ms" if "coalescer" in _runtime else "",
     )
     return scorer
