@@ -1,6 +1,5 @@
-"""`hybrid-rerank eval`: standard metrics on a BEIR folder for BM25, dense, each hybrid fusion and hybrid +
-rerank, on the configured backend. Corpus embeddings are cached by model and corpus content, so a second run
-skips the embedding. Query `metadata` is never read (SciFact's holds the gold answers)."""
+"""`hybrid-rerank eval`: metrics on a BEIR folder for BM25, dense, each fusion and hybrid + rerank, on the
+configured backend; corpus embeddings cached by model and corpus. Query `metadata` (the answers) is unread."""
 
 from __future__ import annotations
 
@@ -209,6 +208,7 @@ class EvalReport(Report):
     index_built: bool
     seconds: float
     systems: dict[str, dict[str, float]]  # system -> METRICS
+    domain_in: int = 0  # queries the domain guard gave the model's tuned weight instead of `rerank_weight`
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -226,6 +226,7 @@ class EvalReport(Report):
             "rerank_failures": list(self.rerank_failures),
             "rerank_skipped": self.rerank_skipped,
             "language_guarded": self.language_guarded,
+            "domain_in": self.domain_in,
             "embedding_cache_hit": self.embedding_cache_hit,
             "index_built": self.index_built,
             "seconds": self.seconds,
@@ -287,7 +288,7 @@ def run_eval(
 ) -> EvalReport:
     """Every system on the same recall legs; the reranked system reranks the configured fusion's top M,
     through the pipeline's own stage functions."""
-    from hybrid_rerank.connector.factory import language_guard, make_reranker, search_options
+    from hybrid_rerank.connector.factory import domain_guard, language_guard, make_reranker, search_options
 
     started = time.perf_counter()
     prepared = prepare_benchmark(
@@ -298,11 +299,12 @@ def run_eval(
     query_ids = sorted(benchmark.queries)[:max_queries] if max_queries else sorted(benchmark.queries)
     qrels = {q: benchmark.qrels[q] for q in query_ids}
     query_vectors = embedder.embed_queries([benchmark.queries[q] for q in query_ids])
-    # The default pipeline's language guard: BM25 alone / no rerank where the models do not read the query.
+    # The default pipeline's guards: language (BM25 alone / no rerank) and domain (the model's tuned weight).
     guard = language_guard(settings)
     plans = {q: guard.plan(benchmark.queries[q]) if guard is not None else None for q in query_ids}
 
     options = search_options(settings)
+    domains, in_domain = domain_guard(settings) if options.rerank_weight is None else None, 0
     depth = settings.rerank_depth if rerank_depth is None else rerank_depth
     configured = f"hybrid-{settings.fusion}"
     runs: dict[str, dict[str, list[str]]] = {
@@ -347,7 +349,7 @@ def run_eval(
             )
         )
         runs[rerank_name] = {}
-        for query_id in query_ids:
+        for position, query_id in enumerate(query_ids):
             first = firsts[query_id]
             outcome = outcomes.get(query_id)
             if outcome is None:  # the reranker does not read this query: the first stage, as in search
@@ -359,13 +361,19 @@ def run_eval(
                 continue
             weight = rerank_weight(options.rerank_weight, outcome.interpolation_weight)
             weights.add(weight)
+            query_weight = weight
+            if domains is not None and outcome.interpolation_weight is not None:
+                vector = query_vectors[position] if (plan := plans[query_id]) is None or plan.dense else None
+                query_weight = domains.decide(weight, vector, embedder.model_name).weight
+                in_domain += query_weight != weight
             runs[rerank_name][query_id] = rerank_order(first, outcome.scores, depth, 1.0)[0]
-            mixed[query_id] = rerank_order(first, outcome.scores, depth, weight)[0]
+            mixed[query_id] = rerank_order(first, outcome.scores, depth, query_weight)[0]
     if len(weights) > 1:
         raise ConfigurationError(f"the rerank replies carried different interpolation weights: {weights}")
     weight = weights.pop() if weights else 1.0
     if reranker is not None and depth > 0 and weight < 1.0:
-        runs[f"{rerank_name} interpolated w={weight:g}"] = mixed
+        tag = f" ({in_domain} in-domain w={domains.in_domain_weight:g})" if domains and in_domain else ""
+        runs[f"{rerank_name} interpolated w={weight:g}{tag}"] = mixed
 
     return EvalReport(
         dataset=str(folder),
@@ -388,4 +396,5 @@ def run_eval(
         index_built=built,
         seconds=time.perf_counter() - started,
         systems={name: evaluate_run(run, qrels) for name, run in runs.items()},
+        domain_in=in_domain,
     )
