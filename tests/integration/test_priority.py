@@ -39,7 +39,9 @@ TEXT = " ".join(["the moon orbit earth light phase steak rest grill"] * 14)
 
 
 def candidates(n: int, tag: str) -> list[Candidate]:
-    return [Candidate(f"{tag}{i}", f"{i} {TEXT}") for i in range(n)]
+    # Each text its own (the tag in it): the worker tokenizes a text once and keeps it, so repeated texts
+    # would let the batch drain faster than the control below is meant to wait.
+    return [Candidate(f"{tag}{i}", f"{tag}{i} {TEXT}") for i in range(n)]
 
 
 class Served:

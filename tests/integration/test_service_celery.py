@@ -148,7 +148,10 @@ def test_without_workers_it_degrades_visibly(stack: Stack) -> None:
     assert time.monotonic() - started < 10  # the request's deadline, not RERANK_DEADLINE_MS (20 s)
     assert served["reranked"] is False and served["rerank_fallback"] == "deadline", served
     assert [h["ranks"]["fused"] for h in served["hits"]] == list(range(1, len(served["hits"]) + 1))
-    ready = stack.client.get("/readyz")
+    # The workers' answer is kept up to 10 s while they answered (RecentConsumers): within that, 503.
+    deadline = time.monotonic() + 15
+    while (ready := stack.client.get("/readyz")).status_code == 200 and time.monotonic() < deadline:
+        time.sleep(0.5)
     assert ready.status_code == 503 and "no worker" in ready.json()["checks"]["workers"]
     metrics = stack.client.get("/metrics").text
     assert re.search(r'^hybrid_rerank_rerank_fallbacks_total\{reason="deadline"\} [1-9]', metrics, re.M)
