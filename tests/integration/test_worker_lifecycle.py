@@ -249,7 +249,9 @@ def test_a_late_task_expires_unread_and_the_worker_discards_it_unscored(
     pipeline.search("warm up the query embedding", k=3, rerank=False)
 
     # Keep the worker's only process busy for seconds (no cache: it really scores), then search.
-    busy_candidates = [{"id": f"d{i}", "text": f"{i} {LONG_TEXT[:700]}"} for i in range(BUSY)]
+    # Texts never seen before (the worker tokenizes a text once and keeps it), so the busy task really works.
+    tag = uuid.uuid4().hex
+    busy_candidates = [{"id": f"d{i}", "text": f"{i} {tag} {LONG_TEXT[:700]}"} for i in range(BUSY)]
     busy = app.send_task(
         TASK_NAME,
         args=[{"query": "busy", "candidates": busy_candidates, "cache": False}],
